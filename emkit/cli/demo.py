@@ -1,0 +1,52 @@
+"""``emkit demo [OUT_DIR]``: the pipeline on the built-in phantom, then a viewer link."""
+from __future__ import annotations
+
+import sys
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "demo", help="run the pipeline on the built-in phantom and print a viewer link",
+        description="Generate the phantom dataset (image, ground truth, defect masks) into OUT_DIR, "
+                    "run the stages emkit has, and serve the result in Neuroglancer on 127.0.0.1. "
+                    "An existing dataset in OUT_DIR is reused, never overwritten, unless --overwrite.")
+    p.add_argument("out_dir", nargs="?", default="demo-data", help="dataset folder or gs:// / s3:// prefix (default: demo-data)")
+    p.add_argument("--size", default="32,256,256", help="phantom size z,y,x in voxels at 40,8,8 nm (default: 32,256,256)")
+    p.add_argument("--seed", type=int, default=0, help="phantom random seed (default: 0)")
+    p.add_argument("--defects", default="default", help="comma-separated defect kinds, 'default' or 'none'")
+    p.add_argument("--overwrite", action="store_true", help="regenerate even if OUT_DIR holds a dataset")
+    p.add_argument("--serve", choices=["auto", "yes", "no"], default="auto",
+                   help="keep serving the viewer until Ctrl-C: yes, no, or auto (when run from a terminal)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..demo import run_demo
+    from ..geometry import parse_vec3
+
+    size = parse_vec3(args.size, "--size", positive=True)
+    defects = args.defects if args.defects in ("default", "none") else [d for d in args.defects.split(",") if d]
+    res = run_demo(args.out_dir, size=size, seed=args.seed, defects=defects, overwrite=args.overwrite)
+    if res.reused:
+        print(f"using the dataset already in {res.out_dir} (pass --overwrite to regenerate)")
+    for stage, sec in res.timings.items():
+        print(f"{stage:>10}: {sec:6.1f} s")
+    print(f"dataset {res.out_dir}:")
+    for name, url in res.layers.items():
+        print(f"  {name:<24} {url}")
+
+    from ..view import serve
+
+    handle = serve(list(res.layers.values()), names=list(res.layers))
+    print(f"\nNeuroglancer: {handle.url}")
+    block = args.serve == "yes" or (args.serve == "auto" and sys.stdin.isatty())
+    if block:
+        print("serving on 127.0.0.1 — press Ctrl-C to stop")
+        try:
+            handle.wait()
+        except KeyboardInterrupt:
+            pass
+    else:
+        print(f"(the link works while a server runs: `emkit view {args.out_dir}` serves it again)")
+    handle.stop()
+    return 0

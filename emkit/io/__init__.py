@@ -1,0 +1,5 @@
+"""Reading and writing volumes: Precomputed layers (through CloudVolume) and common files."""
+from .kinds import KINDS, LayerKind, get_kind
+from .layer import Layer, join_url, layer_exists, normalize_url
+
+__all__ = ["Layer", "LayerKind", "KINDS", "get_kind", "normalize_url", "join_url", "layer_exists"]

@@ -1,0 +1,54 @@
+"""The slice browser renders what its controls say."""
+import numpy as np
+import pytest
+
+from emkit_widgets.overlay import label_colors
+from emkit_widgets.slice_browser import SliceBrowser
+
+
+@pytest.fixture
+def vol(rng):
+    img = rng.integers(0, 255, (6, 32, 40), dtype=np.uint8)
+    seg = np.zeros((6, 32, 40), np.uint64)
+    seg[:, :16] = 7
+    seg[:, 16:] = 9
+    sem = np.zeros((6, 32, 40), np.uint8)
+    sem[:, :, :20] = 2
+    mask = np.zeros((6, 32, 40), np.uint8)
+    mask[3, 5:10, 5:10] = 1
+    return img, seg, sem, mask
+
+
+def test_label_colors_stable_and_distinct():
+    c = label_colors(np.array([0, 7, 9, 7], np.uint64))
+    assert (c[0] == 0).all() and np.allclose(c[1], c[3]) and not np.allclose(c[1], c[2])
+
+
+def test_render_follows_toggles(vol):
+    img, seg, sem, mask = vol
+    b = SliceBrowser(img, segmentation=seg, semantic=sem, masks={"fold": mask})
+    plain = b.render(3)
+    assert np.allclose(plain[..., 0], img[3] / 255.0)
+    b.visible["segmentation"] = True
+    with_seg = b.render(3)
+    assert not np.allclose(with_seg[:16], plain[:16]) and not np.allclose(with_seg[16:], plain[16:])
+    b.visible["segmentation"] = False
+    b.visible["mask:fold"] = True
+    m = b.render(3)
+    changed = np.any(m != plain, axis=-1)
+    assert changed[5:10, 5:10].all() and changed.sum() == 25
+    assert np.array_equal(b.render(2), to_plain := b.render(2)) and np.allclose(to_plain[..., 0], img[2] / 255.0)
+    with pytest.raises(IndexError):
+        b.render(6)
+
+
+def test_widget_controls_drive_render(vol):
+    img, seg, sem, mask = vol
+    b = SliceBrowser(img, segmentation=seg, semantic=sem, masks={"fold": mask})
+    box = b.widget()
+    assert box is not None
+    first = box.children[-1].value
+    b._controls["z"].value = 1
+    assert b.z == 1 and box.children[-1].value != first
+    b._controls["semantic"].value = True
+    assert b.visible["semantic"]
