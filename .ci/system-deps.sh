@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Install Debian packages used by the browser (chromium) and napari (Xvfb + Qt xcb) tests.
-# Idempotent; quiet when everything is present. Never fatal: the tests skip loudly if absent.
+# Idempotent; quiet when everything is present. Never fatal: those tests skip loudly if absent.
 set -u
+pkgs=(chromium xvfb xauth libxcb-cursor0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0
+      libxcb-render-util0 libxcb-shape0 libxcb-xinerama0 libxcb-xkb1 libxkbcommon-x11-0 libegl1 libgl1
+      libdbus-1-3 libfontconfig1)
 need=()
-command -v chromium >/dev/null 2>&1 || need+=(chromium)
-command -v Xvfb >/dev/null 2>&1 || need+=(xvfb xauth)
-[ -e /usr/lib/x86_64-linux-gnu/libxcb-cursor.so.0 ] || [ -e /usr/lib/aarch64-linux-gnu/libxcb-cursor.so.0 ] || \
-  need+=(libxcb-cursor0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 \
-         libxcb-shape0 libxcb-xinerama0 libxcb-xkb1 libxkbcommon-x11-0 libegl1 libgl1 libdbus-1-3 libfontconfig1)
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
+done
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing system packages: ${need[*]}"

@@ -24,16 +24,13 @@ class DemoResult:
 
 
 def dataset_layers(out_dir: str) -> dict[str, str]:
-    """Names and URLs of the Precomputed layers in a phantom-style dataset folder."""
-    from cloudfiles import CloudFiles
+    """Names and URLs of the Precomputed layers in a dataset folder (see :func:`emkit.view.find_layers`)."""
+    from .view.layers import find_layers
 
-    base = join_url(out_dir)
-    cf = CloudFiles(base)
-    names = sorted({p.rsplit("/", 1)[0] for p in cf.list() if p.endswith("/info") or p == "info"})
-    return {name: join_url(base, name) for name in names if name != "info"}
+    return find_layers(out_dir)
 
 
-def run_demo(out_dir: str, *, size=(32, 256, 256), seed: int = 0, defects="default",
+def run_demo(out_dir: str, *, size=(64, 256, 256), seed: int = 0, defects="default",
              overwrite: bool = False, progress: bool = True) -> DemoResult:
     """Generate the phantom into ``out_dir`` (or reuse one already there) and list its layers.
 

@@ -11,7 +11,7 @@ def register(sub) -> None:
                     "run the stages emkit has, and serve the result in Neuroglancer on 127.0.0.1. "
                     "An existing dataset in OUT_DIR is reused, never overwritten, unless --overwrite.")
     p.add_argument("out_dir", nargs="?", default="demo-data", help="dataset folder or gs:// / s3:// prefix (default: demo-data)")
-    p.add_argument("--size", default="32,256,256", help="phantom size z,y,x in voxels at 40,8,8 nm (default: 32,256,256)")
+    p.add_argument("--size", default="64,256,256", help="phantom size z,y,x in voxels at 40,8,8 nm (default: 64,256,256)")
     p.add_argument("--seed", type=int, default=0, help="phantom random seed (default: 0)")
     p.add_argument("--defects", default="default", help="comma-separated defect kinds, 'default' or 'none'")
     p.add_argument("--overwrite", action="store_true", help="regenerate even if OUT_DIR holds a dataset")
@@ -37,7 +37,7 @@ def run(args) -> int:
 
     from ..view import serve
 
-    handle = serve(list(res.layers.values()), names=list(res.layers))
+    handle = serve(res.out_dir)
     print(f"\nNeuroglancer: {handle.url}")
     block = args.serve == "yes" or (args.serve == "auto" and sys.stdin.isatty())
     if block:

@@ -3,3 +3,6 @@ from .kinds import KINDS, LayerKind, get_kind
 from .layer import Layer, join_url, layer_exists, normalize_url
 
 __all__ = ["Layer", "LayerKind", "KINDS", "get_kind", "normalize_url", "join_url", "layer_exists"]
+from .convert import export_volume, import_volume  # noqa: E402
+
+__all__ += ["import_volume", "export_volume"]

@@ -82,7 +82,13 @@ class Layer:
         self.url = normalize_url(url)
         from cloudfiles import CloudFiles
 
-        info = CloudFiles(self.url).get_json("info")
+        path = local_path(self.url)
+        if path is not None and os.path.isfile(path):
+            raise InputError(f"{self.url} is a file, not a Precomputed layer folder")
+        try:
+            info = CloudFiles(self.url).get_json("info")
+        except ValueError as exc:  # JSONDecodeError
+            raise InputError(f"the info file of {self.url} is not valid JSON: {exc}") from None
         if info is None:
             raise InputError(f"no Precomputed layer at {self.url} (missing 'info' file)")
         meta = info.get("emkit", {})

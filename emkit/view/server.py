@@ -18,6 +18,7 @@ import http.server
 import os
 import re
 import secrets
+import socket
 import threading
 import urllib.parse
 
@@ -164,7 +165,8 @@ class FileServer:
 
     @property
     def base_url(self) -> str:
-        host = "127.0.0.1" if self.bind in ("", "0.0.0.0") else self.bind
+        # listening on every interface: name this machine, as Neuroglancer's own server does
+        host = socket.getfqdn() if self.bind in ("", "0.0.0.0", "::") else self.bind
         if ":" in host:
             host = f"[{host}]"
         return f"http://{host}:{self.port}/{self.token}"

@@ -1,0 +1,12 @@
+"""Scores of a segmentation against ground truth: VOI, adapted Rand error, worst objects."""
+from emkit.evaluate.metrics import (
+    Contingency,
+    adapted_rand_error,
+    contingency,
+    evaluate,
+    voi,
+    worst_merges,
+    worst_splits,
+)
+
+__all__ = ["Contingency", "contingency", "voi", "adapted_rand_error", "worst_splits", "worst_merges", "evaluate"]

@@ -1,0 +1,18 @@
+"""Seeing the data: Neuroglancer views of emkit layers (napari lives in ``emkit_widgets``).
+
+* :func:`serve` / :func:`show` — open layers (or a dataset folder) in Neuroglancer served from
+  this machine (127.0.0.1); returns a :class:`ViewerHandle` with the link in ``.url``.
+* :func:`neuroglancer_state` / :func:`neuroglancer_link` — the JSON state and a shareable link
+  for layers the browser can reach itself (``gs://``, ``s3://``, ``http(s)://``).
+* :class:`FileServer` — the CORS file server for local Precomputed folders (serves ``.gz``
+  chunks with ``Content-Encoding: gzip``).
+
+Neuroglancer itself is imported only when a viewer starts.
+"""
+from .layers import LayerRef, describe_layer, find_layers, resolve_layers
+from .server import FileServer
+from .state import DEFAULT_BASE, neuroglancer_link, neuroglancer_state
+from .viewer import ViewerHandle, serve, show
+
+__all__ = ["serve", "show", "ViewerHandle", "neuroglancer_state", "neuroglancer_link", "DEFAULT_BASE",
+           "FileServer", "LayerRef", "describe_layer", "find_layers", "resolve_layers"]

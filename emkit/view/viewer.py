@@ -1,0 +1,161 @@
+"""Open emkit layers in Neuroglancer, served from this machine.
+
+:func:`serve` starts Neuroglancer's Python server (which hosts the viewer page offline) bound to
+127.0.0.1, serves local layers with :class:`~emkit.view.server.FileServer`, and returns a
+:class:`ViewerHandle` whose ``url`` opens the view. ``gs://`` and ``s3://`` layers are given to
+Neuroglancer directly. :func:`show` is the same for notebooks.
+"""
+from __future__ import annotations
+
+import html
+import os
+import threading
+import time
+from typing import Iterable, Sequence
+
+from ..errors import InputError
+from ..io.layer import local_path
+from .layers import LayerRef, resolve_layers
+from .server import FileServer
+from .state import DEFAULT_BASE, neuroglancer_link, neuroglancer_state
+
+__all__ = ["ViewerHandle", "serve", "show"]
+
+
+class ViewerHandle:
+    """A running view: Neuroglancer's viewer, its state and the server of the local layers.
+
+    Attributes
+    ----------
+    url : link to the viewer page (valid while this process runs and the handle is not stopped).
+    viewer : the ``neuroglancer.Viewer``.
+    state : the Neuroglancer JSON state the viewer started with.
+    layers : the :class:`~emkit.view.layers.LayerRef` shown, in the order given.
+    file_server : the server of local layers, or None when every layer is remote.
+    """
+
+    def __init__(self, viewer, state: dict, layers: list[LayerRef], file_server: FileServer | None):
+        self.viewer = viewer
+        self.state = state
+        self.layers = layers
+        self.file_server = file_server
+        self._stopped = threading.Event()
+
+    @property
+    def url(self) -> str:
+        return self.viewer.get_viewer_url()
+
+    def link(self, base: str = DEFAULT_BASE) -> str:
+        """The same state as a link to another Neuroglancer client (e.g. the public demo).
+
+        Local layers in it point at this machine's server, so it works only here and while
+        the handle runs; remote layers work anywhere.
+        """
+        return neuroglancer_link(self.state, base)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until :meth:`stop` is called (from another thread), ``timeout`` seconds pass
+        (None: forever) or Ctrl-C (KeyboardInterrupt propagates). Returns True if stopped."""
+        end = None if timeout is None else time.monotonic() + timeout
+        while not self._stopped.is_set():
+            left = 1.0 if end is None else min(1.0, end - time.monotonic())
+            if left <= 0:
+                break
+            self._stopped.wait(left)  # short waits so Ctrl-C is seen promptly
+        return self._stopped.is_set()
+
+    def stop(self) -> None:
+        """Stop serving the local layers and forget the viewer (its page stops updating)."""
+        self._stopped.set()
+        if self.file_server is not None:
+            self.file_server.stop()
+        import neuroglancer.server as ngs
+
+        srv = ngs.global_server
+        if srv is not None:
+            srv.viewers.pop(self.viewer.token, None)
+
+    def __enter__(self) -> "ViewerHandle":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"ViewerHandle({self.url!r}, layers={[r.name for r in self.layers]})"
+
+    def _repr_html_(self) -> str:
+        url = html.escape(self.url, quote=True)
+        names = html.escape(", ".join(r.name for r in self.layers))
+        return (f'<p>Neuroglancer: <a href="{url}" target="_blank">{url}</a> ({names})</p>'
+                f'<iframe src="{url}" width="100%" height="600" style="border:0"></iframe>')
+
+
+def _start_neuroglancer(bind: str, port: int):
+    import neuroglancer
+    import neuroglancer.server as ngs
+
+    if ngs.is_server_running():
+        running = ngs.global_server
+        if port and running.port != port:
+            raise InputError(f"the Neuroglancer server already runs on port {running.port}; "
+                             f"cannot also serve on port {port} from this process")
+    else:
+        neuroglancer.set_server_bind_address(bind, int(port))
+    try:
+        return neuroglancer.Viewer()
+    except OSError as exc:
+        raise InputError(f"cannot start the Neuroglancer server on {bind}:{port}: {exc}") from None
+
+
+def serve(
+    urls: str | os.PathLike | Sequence | dict,
+    *,
+    names: Sequence[str] | None = None,
+    bind: str = "127.0.0.1",
+    port: int = 0,
+    layout: str = "4panel",
+    position_zyx: Sequence[float] | None = None,
+) -> ViewerHandle:
+    """Show layers in a Neuroglancer viewer served from this machine.
+
+    Parameters
+    ----------
+    urls : layer URLs or local paths, a dataset folder (all its layers), or ``{name: url}``.
+    names : one display name per URL (a dataset folder's name prefixes its layers).
+    bind : address both servers listen on; default ``127.0.0.1`` (this machine only).
+    port : port of the viewer page (0: any free port). Local data gets its own free port.
+    layout : Neuroglancer layout (``4panel``, ``xy``, ``3d``, …).
+    position_zyx : centre of the view in voxels (z, y, x); default the first layer's centre.
+
+    Returns
+    -------
+    ViewerHandle
+        ``handle.url`` is the link to open; ``handle.stop()`` ends serving.
+
+    Layer types: ``image`` → grayscale image layer, ``affinities`` → image layer with an RGB
+    shader (z, y, x → red, green, blue), ``probability`` → image, ``segmentation`` →
+    segmentation layer, ``mask`` → image layer with a coloured, half transparent shader.
+    """
+    refs = resolve_layers(urls, names)
+    server = FileServer(bind=bind) if any(r.is_local for r in refs) else None
+
+    def source(ref: LayerRef) -> str:
+        if ref.is_local:
+            return "precomputed://" + server.url_for(local_path(ref.url))
+        return "precomputed://" + ref.url
+
+    try:
+        state = neuroglancer_state(refs, sources=source, layout=layout, position_zyx=position_zyx)
+        viewer = _start_neuroglancer(bind, port)
+        viewer.set_state(state)
+    except BaseException:
+        if server is not None:
+            server.stop()
+        raise
+    return ViewerHandle(viewer, state, refs, server)
+
+
+def show(urls: str | os.PathLike | Iterable | dict, **kwargs) -> ViewerHandle:
+    """:func:`serve` for notebooks: the handle displays as a link and an embedded viewer."""
+    return serve(urls, **kwargs)
