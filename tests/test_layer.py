@@ -304,3 +304,16 @@ def test_remote_protocols_use_the_same_code():
     from cloudfiles import CloudFiles
 
     assert sorted(CloudFiles(url).list()) == ["info", "provenance"]  # old chunks deleted
+
+
+def test_default_chunk_follows_resolution(tmp_path):
+    from emkit.io.layer import default_chunk_size
+
+    assert default_chunk_size((40, 8, 8)) == (16, 128, 128)
+    assert default_chunk_size((10, 10, 10)) == (64, 64, 64)
+    assert default_chunk_size((50, 4, 4)) == (16, 256, 256)
+    assert all(c <= 256 for c in default_chunk_size((1, 1, 1)))
+    iso = Layer.create(tmp_path / "iso", "image", (100, 100, 100), resolution=(10, 10, 10))
+    assert iso.chunk_size == (64, 64, 64)
+    small = Layer.create(tmp_path / "small", "image", (4, 40, 300), resolution=(40, 8, 8))
+    assert small.chunk_size == (4, 40, 128)

@@ -16,7 +16,7 @@ from ..errors import BboxError, InputError, LayerExistsError
 from ..geometry import Bbox, as_vec3
 from .kinds import LayerKind, get_kind
 
-__all__ = ["Layer", "normalize_url", "layer_exists", "join_url"]
+__all__ = ["Layer", "normalize_url", "layer_exists", "join_url", "default_chunk_size"]
 
 _REMOTE = ("gs://", "s3://", "http://", "https://", "matrix://", "mem://")
 
@@ -62,6 +62,19 @@ def layer_exists(url: str) -> bool:
     from cloudfiles import CloudFiles
 
     return CloudFiles(normalize_url(url)).exists("info")
+
+
+def default_chunk_size(resolution_nm) -> tuple[int, int, int]:
+    """Storage chunk (z, y, x) spanning about 1 µm on each axis, in powers of two from 8 to 256.
+
+    (40, 8, 8) nm gives (16, 128, 128); (10, 10, 10) nm gives (64, 64, 64); (50, 4, 4) nm gives
+    (16, 256, 256).
+    """
+    res = as_vec3(resolution_nm, "resolution", positive=True, dtype=float)
+    chunk = [int(min(256, max(8, 2 ** int(np.floor(np.log2(1024.0 / r)))))) for r in res]
+    while np.prod(chunk) > 2 ** 20:  # at most 1 Mi voxels per chunk
+        chunk[int(np.argmax(chunk))] //= 2
+    return tuple(chunk)
 
 
 class Layer:
@@ -137,7 +150,8 @@ class Layer:
         size : volume size in voxels (z, y, x).
         resolution : voxel size in nm (z, y, x); default (40, 8, 8), the paper's.
         voxel_offset : first voxel (z, y, x) in voxels.
-        chunk_size : storage chunk (z, y, x); default (16, 128, 128) clipped to ``size``.
+        chunk_size : storage chunk (z, y, x); default :func:`default_chunk_size` of the
+            resolution ((16, 128, 128) at 40×8×8 nm, (64, 64, 64) at 10 nm isotropic), clipped to ``size``.
         num_channels : channel count (``probability`` only; the other kinds fix it).
         channel_names : what each channel means (stored in the info file).
         encoding : Precomputed encoding; default depends on the kind.
@@ -153,7 +167,7 @@ class Layer:
         resolution = as_vec3(resolution, "resolution", positive=True, dtype=float)
         voxel_offset = as_vec3(voxel_offset, "voxel offset")
         if chunk_size is None:
-            chunk_size = tuple(min(c, s) for c, s in zip((16, 128, 128), size))
+            chunk_size = tuple(min(c, s) for c, s in zip(default_chunk_size(resolution), size))
         chunk_size = as_vec3(chunk_size, "chunk size", positive=True)
         if k.num_channels is None:
             if num_channels is None or int(num_channels) < 1:
