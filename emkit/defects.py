@@ -159,9 +159,17 @@ def _warp_section(section, dy, dx, order=1, cval=0.0):
 
     ny, nx = section.shape
     yy, xx = np.mgrid[0:ny, 0:nx].astype(np.float32)
-    coords = np.stack([yy - dy, xx - dx])
     if order == 0:
-        coords = np.rint(coords)
+        # nearest neighbour by gathering: exact for any dtype (uint64 ids above 2**53 included,
+        # which map_coordinates would round through float64); same result as order-0
+        # map_coordinates on rounded coordinates with mode="constant".
+        iy = np.rint(yy - dy).astype(np.int64)
+        ix = np.rint(xx - dx).astype(np.int64)
+        inside = (iy >= 0) & (iy < ny) & (ix >= 0) & (ix < nx)
+        out = np.full(section.shape, cval, dtype=section.dtype)
+        out[inside] = section[iy[inside], ix[inside]]
+        return out
+    coords = np.stack([yy - dy, xx - dx])
     out = map_coordinates(section.astype(np.float32) if order else section, coords, order=order, mode="constant",
                           cval=cval)
     return out
@@ -175,7 +183,8 @@ def warp(volume: np.ndarray, displacement: np.ndarray, order: int = 0, cval=0, *
     """Bring ``volume`` (z, y, x) from the clean frame into the damaged frame of ``displacement``.
 
     ``out[z, y, x] = volume[z, y - dy, x - dx]``; ``order=0`` (nearest) for labels and masks,
-    ``order=1`` (bilinear) for images. Only sections with a non-zero field are resampled
+    ``order=1`` (bilinear) for images; order 0 copies values exactly (any dtype, uint64 ids
+    included). Only sections with a non-zero field are resampled
     (``sections``, when given, lists them and saves finding them).
     """
     volume = np.asarray(volume)

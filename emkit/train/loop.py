@@ -1,0 +1,491 @@
+"""The training loop: :class:`TrainConfig`, :class:`Trainer`, :func:`train`.
+
+Per iteration ``i`` the samples are drawn with ``numpy.random.default_rng([seed, i, b])``, so the
+data a run sees does not depend on its history: a resumed run (model, AMSGrad state and
+iteration restored from ``OUT/last.pt``) continues exactly as if it had never stopped.
+
+Outputs in ``out_dir``: ``last.pt`` (every ``checkpoint_interval`` iterations and at the end;
+also holds the optimizer state for ``resume``), ``best.pt`` (best validation score), and
+``log.json`` (configs, loss curve, validation figures, timings).
+
+Validation (every ``val_interval`` iterations and at the end) runs the net over one crop of the
+validation volume (no augmentation): the loss of every head, and for boundary nets the adapted
+Rand error of watershed + mean-affinity agglomeration cut at ``threshold`` against the ground
+truth (:mod:`emkit.segment`, :func:`emkit.evaluate.adapted_rand_error`); for semantic nets the
+mean IoU over the five classes. The best checkpoint minimises ARAND (boundary) or maximises mean
+IoU (semantic).
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError, LayerExistsError
+
+__all__ = ["TrainConfig", "TrainResult", "Trainer", "train", "TASKS"]
+
+TASKS = ("boundary", "semantic")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run needs (frozen; JSON round-trip). Paper values cited per field."""
+
+    task: str = "boundary"
+    """"boundary" (affinities, long-range affinities [, myelin, vessel]) or "semantic" (5 classes)."""
+    data: tuple[str, ...] = ()
+    """Dataset folders (paths or URLs); see :mod:`emkit.train.sampler`. Empty with preset "phantom":
+    phantoms are generated."""
+    val_data: tuple[str, ...] = ()
+    """Validation dataset folders; empty: the last ``data`` folder's last 20 % in y is held out
+    (or, if too small for that, validation uses training data and the log says so)."""
+    preset: str | None = None
+    """"phantom" or None (:mod:`emkit.train.presets`)."""
+    iterations: int = 1000
+    """Gradient steps in total (a resumed run continues up to this)."""
+    batch_size: int = 1
+    """Patches per step (paper: 1 per GPU)."""
+    lr: float = 1e-3
+    """AMSGrad learning rate (paper, Boundary detection: α = 0.001)."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """AMSGrad β1, β2 (paper)."""
+    eps: float = 1e-8
+    """AMSGrad ε (paper)."""
+    widths: tuple[int, ...] = (16, 32, 64, 128)
+    """Feature maps per U-Net level (see NetConfig)."""
+    downsample: tuple[tuple[int, int, int], ...] | None = None
+    """Per-level factors; None: derived from the data's resolution."""
+    patch_size: tuple[int, int, int] | None = None
+    """Training patch (z, y, x); None: derived from the data's resolution."""
+    heads: tuple[str, ...] | None = None
+    """Head kinds; None: ("affinity", "long_range") for boundary (+ "myelin" when every dataset
+    has gt/myelin), ("semantic",) for semantic."""
+    output_1x1: bool = False
+    """Extra 1×1×1 output convolution (paper's semantic net)."""
+    augment: str = "auto"
+    """Augmentation preset of :mod:`emkit.train.augment` ("boundary", "semantic", "none");
+    "auto": the task's name."""
+    input_masks: tuple[str, ...] = ()
+    """Mask names whose voxels are zeroed in the input (as ``emkit infer --mask-in``)."""
+    loss_masks: tuple[str, ...] | str = "auto"
+    """Mask names excluded from the loss; "auto": see :mod:`emkit.train.sampler`."""
+    background: str = "ignore"
+    """Label 0: "ignore" (edges touching it do not count) or "boundary"."""
+    seed: int = 0
+    """Seeds weights (torch) and data (numpy, per iteration)."""
+    device: str = "cpu"
+    """"cpu", "cuda" or "auto"."""
+    threads: int | None = None
+    """torch CPU threads (None: torch's default)."""
+    val_interval: int = 100
+    checkpoint_interval: int = 100
+    val_size: tuple[int, int, int] | None = None
+    """Validation crop (z, y, x); None: twice the patch per axis, clipped to the volume."""
+    threshold: float = 0.5
+    """Agglomeration cut for validation ARAND (paper: constraints act below 0.5)."""
+    out_dir: str | None = None
+    phantom_size: tuple[int, int, int] = (64, 256, 256)
+    """Size of generated phantoms (preset "phantom")."""
+    phantom_seeds: tuple[int, ...] = ()
+    """Training phantom seeds; empty: presets.PHANTOM_TRAIN_SEEDS."""
+    phantom_val_seed: int | None = None
+    """Validation phantom seed; None: presets.PHANTOM_VAL_SEED."""
+    phantom_defects: str = "default"
+    progress: bool = True
+
+    def __post_init__(self):
+        s = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
+        if self.task not in TASKS:
+            raise InputError(f"task must be one of {TASKS}, got {self.task!r}")
+        s("data", tuple(str(d) for d in ((self.data,) if isinstance(self.data, str) else self.data)))
+        s("val_data", tuple(str(d) for d in ((self.val_data,) if isinstance(self.val_data, str) else self.val_data)))
+        if not self.data and self.preset != "phantom":
+            raise InputError("no training data: give --data DATASET... or --preset phantom")
+        for k in ("iterations", "batch_size", "val_interval", "checkpoint_interval"):
+            v = getattr(self, k)
+            if not isinstance(v, (int, np.integer)) or v < 1:
+                raise InputError(f"TrainConfig.{k} must be a positive integer, got {v!r}")
+        if not (self.lr > 0):
+            raise InputError(f"TrainConfig.lr must be > 0, got {self.lr!r}")
+        if self.device not in ("cpu", "cuda", "auto") and not str(self.device).startswith("cuda:"):
+            raise InputError(f"TrainConfig.device must be cpu, cuda or auto, got {self.device!r}")
+        if self.background not in ("ignore", "boundary"):
+            raise InputError(f"TrainConfig.background must be 'ignore' or 'boundary', got {self.background!r}")
+        for k in ("widths", "patch_size", "val_size", "phantom_size", "phantom_seeds", "input_masks", "betas"):
+            v = getattr(self, k)
+            if v is not None:
+                s(k, tuple(v))
+        if self.heads is not None:
+            s("heads", tuple(self.heads))
+        if self.downsample is not None:
+            s("downsample", tuple(tuple(int(x) for x in f) for f in self.downsample))
+        if not isinstance(self.loss_masks, str):
+            s("loss_masks", tuple(self.loss_masks))
+        elif self.loss_masks != "auto":
+            s("loss_masks", tuple(m for m in self.loss_masks.split(",") if m))
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(asdict(self)))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        extra = sorted(set(d) - names)
+        if extra:
+            raise InputError(f"unknown TrainConfig fields {extra}")
+        return cls(**d)
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns."""
+
+    out_dir: Path
+    last: Path
+    best: Path | None
+    log: dict
+    model: object
+
+
+def _git_revision() -> str | None:
+    try:
+        r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
+                           text=True, timeout=10)
+        return r.stdout.strip() or None
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _make_augmenter(name: str, task: str):
+    """(callable (sample, rng, output_shape) -> sample, read_size function or None, note)."""
+    name = task if name == "auto" else name
+    if name in (None, "none"):
+        return None, None, "none"
+    try:
+        from . import augment as aug_mod
+    except ImportError:  # the augmentation module is built separately; train without it
+        return None, None, "unavailable (emkit.train.augment missing): no augmentation"
+    params = aug_mod.preset(name)
+    Augmenter = aug_mod.Augmenter
+
+    def run(sample, rng, output_shape):
+        return Augmenter(params, rng)(sample, output_shape)
+
+    return run, Augmenter(params, np.random.default_rng(0)).required_input_shape, name
+
+
+class Trainer:
+    """A training run. ``Trainer(config).run()`` → :class:`TrainResult`.
+
+    ``resume=True`` continues from ``config.out_dir/last.pt`` (model, optimizer, iteration, log);
+    without it an ``out_dir`` that already holds a run raises LayerExistsError.
+    """
+
+    def __init__(self, config: TrainConfig, *, resume: bool = False, command: str | None = None):
+        import torch
+
+        from ..nets import NetConfig, RSUNet, boundary_heads
+        from ..nets.config import HeadSpec
+        from .presets import PHANTOM_TRAIN_SEEDS, PHANTOM_VAL_SEED, prepare_phantoms
+        from .sampler import PatchSampler, open_dataset, split_region
+
+        if not isinstance(config, TrainConfig):
+            raise InputError(f"Trainer needs a TrainConfig, got {type(config).__name__}")
+        self.command = command
+        self.out_dir = Path(config.out_dir) if config.out_dir else None
+        ckpt = None
+        if self.out_dir is not None:
+            last = self.out_dir / "last.pt"
+            if resume:
+                if not last.is_file():
+                    raise InputError(f"cannot resume: {last} does not exist")
+                from ..nets import load_checkpoint
+
+                ckpt = load_checkpoint(last)
+                saved = TrainConfig.from_dict(ckpt["training"]["train_config"])
+                keep = {k: getattr(config, k) for k in ("iterations", "device", "threads", "progress", "out_dir",
+                                                          "val_interval", "checkpoint_interval")}
+                config = replace(saved, **keep)
+            elif last.exists() or (self.out_dir / "log.json").exists():
+                raise LayerExistsError(f"{self.out_dir} already holds a training run; resume it (--resume) or "
+                                       "choose another --out")
+        elif resume:
+            raise InputError("resume needs out_dir")
+        self.config = cfg = config
+        if cfg.threads:
+            torch.set_num_threads(int(cfg.threads))
+        dev = cfg.device
+        if dev == "auto":
+            dev = "cuda" if torch.cuda.is_available() else "cpu"
+        if dev.startswith("cuda") and not torch.cuda.is_available():
+            raise InputError("device 'cuda' asked for, but torch sees no GPU; use --device cpu")
+        self.device = torch.device(dev)
+
+        # data --------------------------------------------------------------------------------
+        data, val_data = list(cfg.data), list(cfg.val_data)
+        if not data:  # preset phantom
+            root = (self.out_dir or Path(".")) / "data"
+            seeds = cfg.phantom_seeds or PHANTOM_TRAIN_SEEDS
+            vseed = PHANTOM_VAL_SEED if cfg.phantom_val_seed is None else cfg.phantom_val_seed
+            data = prepare_phantoms(root, cfg.phantom_size, seeds, cfg.phantom_defects, progress=cfg.progress)
+            if not val_data:
+                val_data = prepare_phantoms(root, cfg.phantom_size, [vseed], cfg.phantom_defects,
+                                            progress=cfg.progress)
+        need = ("labels",) if cfg.task == "boundary" else ("semantic",)
+        vols = [open_dataset(u, need=need) for u in data]
+        vvols = [open_dataset(u, need=need) for u in val_data]
+        res = vols[0].resolution
+        for v in vols + vvols:
+            if tuple(v.resolution) != tuple(res):
+                raise InputError(f"datasets differ in resolution: {vols[0].url} has {res}, {v.url} has "
+                                 f"{v.resolution} (z, y, x nm); train one net per resolution")
+
+        # net ---------------------------------------------------------------------------------
+        if cfg.heads is None:
+            if cfg.task == "boundary":
+                heads = boundary_heads(myelin=all(v.has("myelin") for v in vols))
+            else:
+                heads = (HeadSpec("semantic", 5, "semantic"),)
+        else:
+            heads = tuple(HeadSpec(k, _HEAD_CHANNELS.get(k, 9), k) for k in cfg.heads)
+        net_cfg = NetConfig(widths=cfg.widths, downsample=cfg.downsample, heads=heads, patch_size=cfg.patch_size,
+                            resolution=res, output_1x1=cfg.output_1x1)
+        if ckpt is not None:
+            net_cfg = NetConfig.from_dict(ckpt["config"])
+        self.net_config = net_cfg
+        torch.manual_seed(cfg.seed)
+        self.model = RSUNet(net_cfg).to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
+                                          amsgrad=True)
+
+        # samplers ----------------------------------------------------------------------------
+        self.val_note = "held-out dataset" if vvols else None
+        train_items = [(v, None) for v in vols]
+        val_items = [(v, None) for v in vvols]
+        if not vvols:
+            split = split_region(vols[-1].size, net_cfg.patch_size)
+            if split is not None:
+                train_items[-1] = (vols[-1], split[0])
+                val_items = [(vols[-1], split[1])]
+                self.val_note = f"last 20% (y) of {vols[-1].url} held out"
+            else:
+                val_items = [(vols[-1], None)]
+                self.val_note = f"validation on training data ({vols[-1].url} too small to split)"
+        from ..geometry import Bbox
+
+        def _items(items):
+            return [(v, r if r is not None else Bbox((0, 0, 0), v.size)) for v, r in items]
+
+        aug, read_size, self.augment_note = _make_augmenter(cfg.augment, cfg.task)
+        self.sampler = PatchSampler(_items(train_items), net_cfg.patch_size, input_masks=cfg.input_masks,
+                                    loss_masks=cfg.loss_masks, augmenter=aug, read_size=read_size)
+        self.val_sampler = PatchSampler(_items(val_items), net_cfg.patch_size, input_masks=cfg.input_masks,
+                                        loss_masks=cfg.loss_masks)
+        self.val_sample = self._validation_sample()
+
+        # state -------------------------------------------------------------------------------
+        self.iteration = 0
+        self.log = {"train_config": cfg.to_dict(), "net_config": net_cfg.to_dict(),
+                    "n_parameters": self.model.n_parameters(), "device": str(self.device),
+                    "augment": self.augment_note, "validation_source": self.val_note,
+                    "train": {"iteration": [], "loss": [], "heads": {h.name: [] for h in heads}, "seconds": []},
+                    "validation": [], "best": None}
+        if ckpt is not None:
+            self.model.load_state_dict(ckpt["state_dict"])
+            tr = ckpt["training"]
+            self.optimizer.load_state_dict(tr["optimizer"])
+            self.iteration = int(tr["iteration"])
+            self.log = json.loads(tr["log"])
+            torch.set_rng_state(tr["torch_rng"])
+
+    # ---------------------------------------------------------------------------------------------
+    def _validation_sample(self) -> dict:
+        from ..geometry import Bbox
+
+        vol, region = self.val_sampler.items[0]
+        m = self.net_config.input_multiple
+        want = self.config.val_size or tuple(2 * p for p in self.net_config.patch_size)
+        size = tuple(max(min(w, r) // k * k, k) for w, r, k in zip(want, region.shape, m))
+        if any(s > r for s, r in zip(size, region.shape)):
+            raise InputError(f"validation region {region.shape} of {vol.url} is smaller than the net's input "
+                             f"multiple {m} (z, y, x)")
+        start = tuple(a + (r - s) // 2 for a, r, s in zip(region.start, region.shape, size))
+        return self.val_sampler.read(vol, Bbox(start, tuple(a + s for a, s in zip(start, size))))
+
+    def _batch(self, samples):
+        import torch
+
+        from ..nets import normalize
+        from .targets import make_targets
+
+        x = np.stack([normalize(s["image"])[None] for s in samples])
+        tg = [make_targets(s, self.net_config, self.config.background) for s in samples]
+        targets = {}
+        for name in tg[0]:
+            t = np.stack([d[name][0] for d in tg])
+            v = np.stack([d[name][1] for d in tg])
+            targets[name] = (torch.from_numpy(t).to(self.device), torch.from_numpy(v).to(self.device))
+        return torch.from_numpy(np.ascontiguousarray(x)).to(self.device), targets
+
+    def step(self) -> dict:
+        """One gradient step (iteration ``self.iteration``); returns the losses."""
+        from .losses import head_losses
+
+        it = self.iteration
+        samples = [self.sampler.sample(np.random.default_rng([self.config.seed, it, b]))
+                   for b in range(self.config.batch_size)]
+        x, targets = self._batch(samples)
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        losses = head_losses(self.model(x), targets, self.net_config)
+        total = sum(losses.values())
+        total.backward()
+        self.optimizer.step()
+        self.iteration += 1
+        return {"loss": float(total.detach()), **{k: float(v.detach()) for k, v in losses.items()}}
+
+    def validate(self) -> dict:
+        """Validation figures of the current net (see the module docstring)."""
+        import torch
+
+        from .losses import head_losses
+
+        s = self.val_sample
+        x, targets = self._batch([s])
+        self.model.eval()
+        with torch.no_grad():
+            logits = self.model(x)
+            losses = head_losses(logits, targets, self.net_config)
+            prob = torch.sigmoid(logits)[0].cpu().numpy()
+        out = {"iteration": self.iteration, "loss": float(sum(float(v) for v in losses.values())),
+               **{f"loss_{k}": float(v) for k, v in losses.items()}}
+        sl = self.net_config.head_slices
+        kinds = {h.kind: h.name for h in self.net_config.heads}
+        if "affinity" in kinds and "labels" in s:
+            out.update(_segmentation_scores(prob[sl[kinds["affinity"]]], s["labels"], s["mask"],
+                                            self.config.threshold))
+        if "semantic" in kinds and "semantic" in s:
+            out["mean_iou"] = _mean_iou(prob[sl[kinds["semantic"]]], s["semantic"], s["mask"])
+        return out
+
+    def _score(self, v: dict):
+        if "arand" in v and np.isfinite(v["arand"]):
+            return v["arand"]
+        if "mean_iou" in v:
+            return -v["mean_iou"]
+        return v["loss"]
+
+    def _extra(self, metrics=None) -> dict:
+        return {"command": self.command, "seed": self.config.seed, "git_revision": _git_revision(),
+                "iteration": self.iteration, "task": self.config.task, "metrics": metrics,
+                "train_config": self.config.to_dict(), "validation_source": self.val_note}
+
+    def save_last(self) -> Path | None:
+        import torch
+
+        from ..nets import save
+
+        if self.out_dir is None:
+            return None
+        training = {"optimizer": self.optimizer.state_dict(), "iteration": self.iteration,
+                    "train_config": self.config.to_dict(), "log": json.dumps(self.log),
+                    "torch_rng": torch.get_rng_state()}
+        last_val = self.log["validation"][-1] if self.log["validation"] else None
+        return save(self.model, self.out_dir / "last.pt", extra=self._extra(last_val), training=training)
+
+    def _write_log(self):
+        if self.out_dir is not None:
+            (self.out_dir / "log.json").write_text(json.dumps(self.log, indent=1))
+
+    def run(self) -> TrainResult:
+        """Train up to ``config.iterations`` (validating, checkpointing, logging on the way)."""
+        from tqdm.auto import tqdm
+
+        from ..nets import save
+
+        cfg = self.config
+        if self.out_dir is not None:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        tr = self.log["train"]
+        bar = tqdm(total=cfg.iterations, initial=self.iteration, desc=f"training {cfg.task} net", unit="it",
+                   disable=not cfg.progress)
+        while self.iteration < cfg.iterations:
+            t0 = time.perf_counter()
+            losses = self.step()
+            tr["iteration"].append(self.iteration)
+            tr["loss"].append(losses["loss"])
+            tr["seconds"].append(round(time.perf_counter() - t0, 4))
+            for k in tr["heads"]:
+                tr["heads"][k].append(losses.get(k))
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses['loss']:.4f}")
+            done = self.iteration >= cfg.iterations
+            if self.iteration % cfg.val_interval == 0 or done:
+                v = self.validate()
+                self.log["validation"].append(v)
+                best = self.log["best"]
+                if best is None or self._score(v) < self._score(best):
+                    self.log["best"] = v
+                    if self.out_dir is not None:
+                        save(self.model, self.out_dir / "best.pt", extra=self._extra(v))
+                if cfg.progress:
+                    bar.write(f"iteration {self.iteration}: " + ", ".join(
+                        f"{k} {val:.4f}" for k, val in v.items() if k != "iteration" and isinstance(val, float)),
+                        file=sys.stderr)
+            if self.iteration % cfg.checkpoint_interval == 0 or done:
+                self.save_last()
+                self._write_log()
+        bar.close()
+        secs = tr["seconds"]
+        self.log["seconds_per_iteration"] = float(np.median(secs)) if secs else None
+        self._write_log()
+        out = self.out_dir
+        return TrainResult(out_dir=out, last=out / "last.pt" if out else None,
+                           best=(out / "best.pt") if out and (out / "best.pt").exists() else None,
+                           log=self.log, model=self.model)
+
+
+_HEAD_CHANNELS = {"affinity": 3, "long_range": 9, "myelin": 1, "vessel": 1, "semantic": 5}
+
+
+def _segmentation_scores(aff, labels, mask, threshold) -> dict:
+    """Watershed + agglomeration of predicted affinities, scored against ``labels``."""
+    from ..evaluate import adapted_rand_error, voi
+    from ..segment import AgglomerationParams, agglomerate, region_graph, watershed
+
+    aff = np.ascontiguousarray(aff, dtype=np.float32)
+    sv = watershed(aff)
+    hist = agglomerate(region_graph(sv, aff), AgglomerationParams())
+    seg = hist.segmentation(sv, threshold)
+    gt = np.where(mask != 0, labels, 0).astype(np.uint64)
+    err, _, _ = adapted_rand_error(seg, gt)
+    vs, vm = voi(seg, gt)
+    return {"arand": float(err), "voi_split": float(vs), "voi_merge": float(vm)}
+
+
+def _mean_iou(prob, semantic, mask) -> float:
+    """Mean IoU over classes present in the ground truth or the prediction (argmax of 5 classes;
+    only labelled, unmasked voxels)."""
+    ok = (semantic != 0) & (mask != 0)
+    if not ok.any():
+        return float("nan")
+    pred = prob.argmax(0)[ok] + 1
+    gt = semantic[ok].astype(np.int64)
+    ious = []
+    for c in range(1, 6):
+        p, g = pred == c, gt == c
+        u = np.count_nonzero(p | g)
+        if u:
+            ious.append(np.count_nonzero(p & g) / u)
+    return float(np.mean(ious))
+
+
+def train(config: TrainConfig, *, resume: bool = False, command: str | None = None) -> TrainResult:
+    """Train a net as ``config`` says (see :class:`Trainer`)."""
+    return Trainer(config, resume=resume, command=command).run()

@@ -1,0 +1,298 @@
+"""Random training patches from dataset folders of Precomputed layers.
+
+A *dataset* is a folder (local path or ``file://``/``gs://``/``s3://`` URL) laid out like the
+phantom's output (:mod:`emkit.phantom.writer`) or a user's own volume imported with
+``emkit import``::
+
+    image              kind image (uint8), required
+    gt/segmentation    kind segmentation (uint64), required for boundary nets (0 = unlabelled)
+    gt/semantic        kind segmentation, classes 0..5, required for semantic nets
+    gt/myelin          kind mask or segmentation (nonzero = myelin), optional (myelin head)
+    masks/<name>       kind mask (uint8, 1 = masked), optional, any number
+    gt/displacement.npz, gt/phantom.json   phantoms only (see "Frames" below)
+
+All layers of a dataset must share size, resolution and voxel offset.
+
+Masks
+-----
+``input_masks`` name masks whose voxels are set to 0 in the image (as ``emkit infer --mask-in``
+does at inference); the loss still counts there. ``loss_masks`` name masks whose voxels do not
+count in the loss (``valid`` = 0 for every edge touching them). The default ``"auto"`` excludes
+from the loss every ``masks/<name>`` except the defects the net is meant to learn to see through
+(:data:`LEARNED_DEFECTS`: missing, partial_missing, blur, slip, step, lost, thick) — so a
+phantom's fold and crack bands, or a user's ``masks/ignore``, are left out.
+
+Frames (phantoms)
+-----------------
+A phantom's ground truth lies in the clean frame while its image and masks lie in the damaged
+frame (``gt/displacement.npz``). The ground truth is warped into the image frame (nearest
+neighbour), except on slip sections, where it keeps the neighbouring section's displacement:
+that is the paper's "slip interpolation" (the slip is in the input only).
+
+Whole volumes are read into memory once (a few hundred MB at most for training sets of this
+size); larger volumes are read patch by patch.
+"""
+from __future__ import annotations
+
+import io as _io
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import InputError
+from ..geometry import Bbox
+from ..io import Layer, join_url, layer_exists, normalize_url
+
+__all__ = ["Volume", "open_dataset", "PatchSampler", "LEARNED_DEFECTS", "split_region"]
+
+LEARNED_DEFECTS = ("missing", "partial_missing", "blur", "slip", "step", "lost", "thick")
+"""Defect masks that do not exclude the loss by default (the net learns to see through them)."""
+
+_IN_MEMORY_VOXELS = 64 * 1024 ** 2
+
+
+def _list_masks(url: str) -> list[str]:
+    from cloudfiles import CloudFiles
+
+    try:
+        names = list(CloudFiles(url).list(prefix="masks/", flat=True))
+    except Exception:  # noqa: BLE001 - a store that cannot list simply has no masks we can find
+        return []
+    out = []
+    for n in names:
+        n = n.rstrip("/").split("/")
+        if len(n) == 2 and n[0] == "masks" and layer_exists(join_url(url, "masks", n[1])):
+            out.append(n[1])
+    return sorted(set(out))
+
+
+@dataclass
+class Volume:
+    """One dataset folder: its layers (in memory when small) and facts. Arrays are (z, y, x)."""
+
+    url: str
+    resolution: tuple
+    size: tuple
+    layers: dict = field(default_factory=dict)
+    """name ('image', 'labels', 'semantic', 'myelin', 'mask:<name>') -> Layer"""
+    arrays: dict = field(default_factory=dict)
+    """name -> in-memory array (same names)"""
+    displacement: np.ndarray | None = None
+    """(2, z, y, x) target displacement (phantoms; see the module docstring)."""
+
+    @property
+    def mask_names(self) -> list[str]:
+        return [k.split(":", 1)[1] for k in self.layers if k.startswith("mask:")]
+
+    def has(self, name: str) -> bool:
+        return name in self.layers
+
+    def read(self, name: str, bbox: Bbox) -> np.ndarray:
+        """Voxels of layer ``name`` in ``bbox`` (z, y, x, relative to the volume's first voxel)."""
+        if name in self.arrays:
+            return self.arrays[name][tuple(slice(a, b) for a, b in zip(bbox.start, bbox.stop))].copy()
+        lay = self.layers[name]
+        off = lay.voxel_offset
+        return lay.read(Bbox(tuple(a + o for a, o in zip(bbox.start, off)),
+                             tuple(b + o for b, o in zip(bbox.stop, off))))
+
+
+def _phantom_displacement(url: str, shape) -> np.ndarray | None:
+    from cloudfiles import CloudFiles
+
+    cf = CloudFiles(join_url(url, "gt"))
+    try:
+        raw = cf.get("displacement.npz")
+    except Exception:  # noqa: BLE001
+        raw = None
+    if raw is None:
+        return None
+    z = np.load(_io.BytesIO(raw))
+    disp = np.stack([z["dy"], z["dx"]]).astype(np.float32)
+    if disp.shape[1:] != tuple(shape):
+        raise InputError(f"{url}/gt/displacement.npz has shape {disp.shape[1:]}, the image {tuple(shape)}")
+    if not np.any(disp):
+        return None
+    kept = np.asarray(z["kept_sections"]) if "kept_sections" in z else np.arange(shape[0])
+    slips: list[int] = []
+    meta = cf.get("phantom.json")
+    if meta is not None:
+        gen = json.loads(meta).get("defects", {}).get("slip", [])
+        for g in gen:
+            hit = np.nonzero(kept == int(g))[0]
+            if hit.size:
+                slips.append(int(hit[0]))
+    for s in slips:  # slip interpolation: the target does not slip
+        nb = s - 1 if s > 0 else s + 1
+        if 0 <= nb < shape[0] and nb not in slips:
+            disp[:, s] = disp[:, nb]
+    return disp
+
+
+def open_dataset(url, *, need=("labels",), in_memory: bool | None = None) -> Volume:
+    """Open a dataset folder (see the module docstring).
+
+    Parameters
+    ----------
+    url : folder path or URL.
+    need : ground truth that must exist: any of "labels" (gt/segmentation), "semantic", "myelin".
+    in_memory : read whole layers into memory (default: when under 64 M voxels).
+    """
+    url = normalize_url(url)
+    names = {"image": "image", "labels": "gt/segmentation", "semantic": "gt/semantic", "myelin": "gt/myelin"}
+    if not layer_exists(join_url(url, "image")):
+        raise InputError(f"dataset {url} has no 'image' layer (expected {join_url(url, 'image')})")
+    layers = {}
+    for key, rel in names.items():
+        u = join_url(url, rel)
+        if layer_exists(u):
+            layers[key] = Layer.open(u)
+        elif key in need:
+            raise InputError(f"dataset {url} lacks {rel} (needed for training this net)")
+    for m in _list_masks(url):
+        layers[f"mask:{m}"] = Layer.open(join_url(url, "masks", m))
+    img = layers["image"]
+    if img.num_channels != 1:
+        raise InputError(f"{img.url}: image must have one channel, got {img.num_channels}")
+    for k, lay in layers.items():
+        if lay.size != img.size or tuple(lay.resolution) != tuple(img.resolution) or lay.voxel_offset != img.voxel_offset:
+            raise InputError(f"layer {lay.url} (size {lay.size}, resolution {lay.resolution}, offset {lay.voxel_offset}) "
+                             f"does not match {img.url} (size {img.size}, resolution {img.resolution}, "
+                             f"offset {img.voxel_offset}); all layers of a dataset must share them (z, y, x)")
+    vol = Volume(url=url, resolution=tuple(float(r) for r in img.resolution), size=tuple(img.size), layers=layers)
+    nvox = int(np.prod(vol.size))
+    disp = _phantom_displacement(url, vol.size)
+    if in_memory is None:
+        in_memory = nvox <= _IN_MEMORY_VOXELS or disp is not None
+    if in_memory:
+        from ..defects import warp
+
+        for k, lay in layers.items():
+            a = lay.read()
+            if k in ("labels", "semantic", "myelin") and disp is not None:
+                a = warp(a, disp, order=0)
+            vol.arrays[k] = a
+    vol.displacement = disp
+    return vol
+
+
+def split_region(size, patch_size, fraction: float = 0.2) -> tuple[Bbox, Bbox] | None:
+    """Split a volume (z, y, x) into (train, validation) boxes along y: validation takes the last
+    ``fraction`` of y (at least one patch); None when y cannot hold a patch on both sides."""
+    size = tuple(size)
+    ph = patch_size[1]
+    vy = max(ph, int(round(size[1] * fraction)))
+    if size[1] - vy < ph or any(s < p for s, p in zip(size, patch_size)):
+        return None
+    train = Bbox((0, 0, 0), (size[0], size[1] - vy, size[2]))
+    val = Bbox((0, size[1] - vy, 0), size)
+    return train, val
+
+
+class PatchSampler:
+    """Draws training samples (dicts of (z, y, x) numpy arrays) from several volumes.
+
+    Parameters
+    ----------
+    volumes : list of :class:`Volume` (or of ``(Volume, Bbox region)`` pairs).
+    patch_size : output patch (z, y, x) voxels.
+    input_masks, loss_masks : mask names (see the module docstring); ``loss_masks="auto"``.
+    augmenter : callable ``(sample, rng, output_shape) -> sample`` or None (e.g. an
+        :class:`emkit.train.augment.Augmenter` made with ``rng``).
+    read_size : function ``patch_size -> size`` the augmenter needs to read (context), or None.
+    min_valid : resample (up to 20 tries) when fewer than this fraction of the patch's voxels are
+        labelled and unmasked.
+
+    Samples hold ``image`` (uint8), ``labels`` (uint64), optionally ``semantic``, ``myelin``, and
+    ``mask`` (uint8, 1 = voxel counts in the loss).
+    """
+
+    def __init__(self, volumes, patch_size, *, input_masks=(), loss_masks="auto", augmenter=None,
+                 read_size=None, min_valid: float = 0.05):
+        self.items = []
+        for v in volumes:
+            vol, region = v if isinstance(v, tuple) else (v, Bbox((0, 0, 0), v.size))
+            self.items.append((vol, region))
+        if not self.items:
+            raise InputError("PatchSampler needs at least one volume")
+        self.patch_size = tuple(int(p) for p in patch_size)
+        self.input_masks = tuple(input_masks)
+        self.loss_masks = loss_masks
+        self.augmenter = augmenter
+        self.read_size = read_size
+        self.min_valid = float(min_valid)
+        rs = self._read_shape()
+        for vol, region in self.items:
+            if any(r > s for r, s in zip(rs, region.shape)):
+                raise InputError(f"volume {vol.url} region {region.shape} (z, y, x) is smaller than the patch "
+                                 f"{rs} the sampler must read; use a smaller --patch or a larger volume")
+            bad = [m for m in self.input_masks if m not in vol.mask_names]
+            if bad:
+                raise InputError(f"input masks {bad} not found in {vol.url} (it has masks {vol.mask_names})")
+        w = np.array([float(np.prod(r.shape)) for _, r in self.items])
+        self.weights = w / w.sum()
+
+    def _read_shape(self):
+        if self.read_size is None:
+            return self.patch_size
+        return tuple(int(s) for s in self.read_size(self.patch_size))
+
+    def _loss_mask_names(self, vol):
+        if self.loss_masks == "auto":
+            return [m for m in vol.mask_names if m not in LEARNED_DEFECTS]
+        return [m for m in self.loss_masks if m in vol.mask_names]
+
+    def read(self, vol: Volume, bbox: Bbox) -> dict:
+        """The raw sample of ``vol`` in ``bbox`` (no augmentation), masks applied."""
+        s = {"image": vol.read("image", bbox)}
+        for k in ("labels", "semantic", "myelin"):
+            if vol.has(k):
+                s[k] = vol.read(k, bbox)
+        if vol.has("semantic"):
+            s["semantic"] = s["semantic"].astype(np.uint8, copy=False)
+        keep = np.ones(bbox.shape, bool)
+        for m in self._loss_mask_names(vol):
+            keep &= vol.read(f"mask:{m}", bbox) == 0
+        s["mask"] = keep.astype(np.uint8)
+        for m in self.input_masks:
+            s["image"][vol.read(f"mask:{m}", bbox) != 0] = 0
+        return s
+
+    def _valid_fraction(self, s) -> float:
+        ok = s["mask"] != 0
+        if "labels" in s:
+            ok = ok & (s["labels"] != 0)
+        elif "semantic" in s:
+            ok = ok & (s["semantic"] != 0)
+        return float(ok.mean())
+
+    def sample(self, rng: np.random.Generator) -> dict:
+        """One augmented sample of ``patch_size``, drawn with ``rng`` only (so a fixed generator
+        per iteration makes training reproducible and resumable)."""
+        rs = self._read_shape()
+        for _ in range(20):
+            i = int(rng.choice(len(self.items), p=self.weights))
+            vol, region = self.items[i]
+            start = tuple(int(a + rng.integers(0, r - p + 1)) for a, r, p in zip(region.start, region.shape, rs))
+            s = self.read(vol, Bbox(start, tuple(a + p for a, p in zip(start, rs))))
+            if self._valid_fraction(s) >= self.min_valid:
+                break
+        if self.augmenter is not None:
+            s = self.augmenter(s, rng, self.patch_size)
+        return center_crop(s, self.patch_size)
+
+
+def center_crop(sample: dict, size) -> dict:
+    """Crop every (z, y, x) array of ``sample`` to its central ``size`` (no-op when equal)."""
+    out = {}
+    for k, a in sample.items():
+        if not isinstance(a, np.ndarray) or a.ndim < 3:
+            out[k] = a
+            continue
+        shp = a.shape[-3:]
+        if any(s < t for s, t in zip(shp, size)):
+            raise InputError(f"sample array {k!r} of shape {shp} is smaller than the patch {tuple(size)}")
+        sl = tuple(slice((s - t) // 2, (s - t) // 2 + t) for s, t in zip(shp, size))
+        out[k] = a[(Ellipsis,) + sl]
+    return out

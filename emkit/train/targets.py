@@ -1,0 +1,125 @@
+"""Training targets and their loss masks, computed from (augmented) ground-truth patches.
+
+Every function returns ``(target, valid)``: float32 arrays of the same shape ``(C, z, y, x)``;
+``valid`` is 1 where the target is known and the loss counts, 0 elsewhere.
+
+Conventions: affinity channels as in :mod:`emkit.affinity` (offset o links v and v − o);
+``voxel_mask`` (z, y, x) is 1 where the voxel may count (0: masked out, e.g. ``masks/<name>``).
+Unlabelled voxels (label 0) are either ignored (``background="ignore"``, default: sparse or
+partial annotation, vessel lumen of the phantom) or taken as boundary (``"boundary"``: every
+edge touching label 0 has target 0 and counts).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..affinity import NN_OFFSETS, affinities_from_labels
+from ..errors import InputError
+
+__all__ = ["affinity_targets", "binary_target", "vessel_wall_target", "semantic_targets", "make_targets",
+           "N_SEMANTIC", "VESSEL_CLASS"]
+
+N_SEMANTIC = 5
+"""Semantic classes 1..5: soma+nucleus, axon, dendrite, glia, blood vessel (0: background)."""
+VESSEL_CLASS = 5
+
+
+def _voxel_valid(shape, voxel_mask):
+    if voxel_mask is None:
+        return np.ones(shape, bool)
+    m = np.asarray(voxel_mask)
+    if m.shape != tuple(shape):
+        raise InputError(f"voxel_mask shape {m.shape} differs from the labels' shape {tuple(shape)}")
+    return m.astype(bool)
+
+
+def affinity_targets(labels, offsets=NN_OFFSETS, voxel_mask=None, background: str = "ignore"):
+    """Affinity targets of a label patch and where they are valid.
+
+    Parameters
+    ----------
+    labels : (z, y, x) integer array, 0 = unlabelled/background.
+    offsets : (dz, dy, dx) per channel (default nearest neighbours z, y, x).
+    voxel_mask : (z, y, x), optional; edges with an end outside it do not count.
+    background : "ignore" (edges touching label 0 do not count) or "boundary" (they count, target 0).
+
+    Returns
+    -------
+    target, valid : (len(offsets), z, y, x) float32. An edge is valid when both ends lie inside
+    the patch, inside ``voxel_mask`` and (with ``"ignore"``) are both labelled.
+    """
+    if background not in ("ignore", "boundary"):
+        raise InputError(f"background must be 'ignore' or 'boundary', got {background!r}")
+    labels = np.asarray(labels)
+    target = affinities_from_labels(labels, offsets)
+    ok = _voxel_valid(labels.shape, voxel_mask)
+    if background == "ignore":
+        ok = ok & (labels != 0)
+    # "valid" is an affinity of the indicator: both ends inside the patch and ok
+    valid = affinities_from_labels(ok.astype(np.uint8), offsets)
+    return target, valid
+
+
+def binary_target(mask_array, voxel_mask=None):
+    """(1, z, y, x) target of a binary layer (e.g. gt/myelin, nonzero = positive); all voxels in
+    ``voxel_mask`` are valid."""
+    a = np.asarray(mask_array)
+    t = (a != 0).astype(np.float32)[None]
+    v = _voxel_valid(a.shape, voxel_mask).astype(np.float32)[None]
+    return t, v
+
+
+def vessel_wall_target(semantic, labels, voxel_mask=None):
+    """(1, z, y, x) blood-vessel wall target: semantic class 5 with a cell id (the lumen has
+    id 0 in the phantom), valid wherever ``voxel_mask`` allows."""
+    sem = np.asarray(semantic)
+    lab = np.asarray(labels)
+    if sem.shape != lab.shape:
+        raise InputError(f"semantic shape {sem.shape} differs from labels shape {lab.shape}")
+    t = ((sem == VESSEL_CLASS) & (lab != 0)).astype(np.float32)[None]
+    v = _voxel_valid(sem.shape, voxel_mask).astype(np.float32)[None]
+    return t, v
+
+
+def semantic_targets(semantic, voxel_mask=None):
+    """(5, z, y, x) one-hot of classes 1..5; voxels of class 0 (unlabelled) do not count."""
+    sem = np.asarray(semantic)
+    if sem.ndim != 3:
+        raise InputError(f"semantic must be a (z, y, x) array, got shape {sem.shape}")
+    if sem.size and int(sem.max()) > N_SEMANTIC:
+        raise InputError(f"semantic classes must be 0..{N_SEMANTIC}, found {int(sem.max())}")
+    t = np.stack([(sem == c) for c in range(1, N_SEMANTIC + 1)]).astype(np.float32)
+    v = (_voxel_valid(sem.shape, voxel_mask) & (sem != 0)).astype(np.float32)
+    return t, np.broadcast_to(v, t.shape).copy()
+
+
+def make_targets(sample: dict, config, background: str = "ignore") -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{head name: (target, valid)}`` for every head of ``config`` (a NetConfig).
+
+    ``sample`` holds (z, y, x) arrays: ``labels`` (needed by affinity, long_range, vessel),
+    ``semantic`` (semantic, vessel), ``myelin`` (myelin), optional ``mask`` (1 = voxel counts).
+    A head whose ground truth is missing from the sample raises InputError naming it.
+    """
+    vm = sample.get("mask")
+    out = {}
+
+    def need(key, head):
+        if sample.get(key) is None:
+            raise InputError(f"head {head.name!r} (kind {head.kind}) needs ground truth {key!r}, which this "
+                             f"dataset lacks (gt/{'segmentation' if key == 'labels' else key})")
+        return sample[key]
+
+    for h in config.heads:
+        if h.kind == "affinity":
+            out[h.name] = affinity_targets(need("labels", h), NN_OFFSETS, vm, background)
+        elif h.kind == "long_range":
+            out[h.name] = affinity_targets(need("labels", h), config.offsets, vm, background)
+        elif h.kind == "myelin":
+            out[h.name] = binary_target(need("myelin", h), vm)
+        elif h.kind == "vessel":
+            out[h.name] = vessel_wall_target(need("semantic", h), need("labels", h), vm)
+        elif h.kind == "semantic":
+            out[h.name] = semantic_targets(need("semantic", h), vm)
+        else:  # pragma: no cover - HeadSpec validates kinds
+            raise InputError(f"unknown head kind {h.kind!r}")
+    return out

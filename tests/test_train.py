@@ -1,0 +1,189 @@
+"""emkit.train: sampler (phantom frames, masks, user volumes), training loop, resume, CLI."""
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from emkit.errors import InputError  # noqa: E402
+from emkit.io import Layer  # noqa: E402
+from emkit.train.loop import TrainConfig, Trainer  # noqa: E402
+from emkit.train.sampler import PatchSampler, open_dataset  # noqa: E402
+
+TINY = dict(widths=(4, 8), patch_size=(8, 32, 32), augment="none", threads=1, progress=False)
+
+
+@pytest.fixture(scope="module")
+def phantom_ds(tmp_path_factory):
+    """A tiny phantom with the default defects written as a dataset folder."""
+    from emkit.phantom import make_phantom, write_phantom
+
+    ph = make_phantom((16, 96, 96), seed=3)
+    d = tmp_path_factory.mktemp("ds") / "phantom"
+    write_phantom(ph, str(d), progress=False)
+    return ph, str(d)
+
+
+@pytest.fixture(scope="module")
+def iso_ds(tmp_path_factory):
+    """A user's own annotated volume at isotropic 10 nm (not a phantom): blobs of a Voronoi tiling."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(0)
+    shape = (32, 48, 48)
+    seeds = np.zeros(shape, np.int32)
+    pts = rng.integers(0, 32, size=(25, 3)) * np.array([1, 1.5, 1.5]).astype(int)
+    seeds[tuple(pts.T)] = np.arange(1, 26)
+    _, (iz, iy, ix) = ndimage.distance_transform_edt(seeds == 0, return_indices=True)
+    labels = seeds[iz, iy, ix].astype(np.uint64)
+    edge = np.zeros(shape, bool)
+    for ax in range(3):
+        edge |= np.diff(labels.astype(np.int64), axis=ax, prepend=-1) != 0
+    image = np.where(edge, 40, 180).astype(np.uint8) + rng.integers(0, 20, shape).astype(np.uint8)
+    d = tmp_path_factory.mktemp("iso") / "user"
+    Layer.create(str(d / "image"), "image", shape, resolution=(10, 10, 10)).write(image)
+    Layer.create(str(d / "gt" / "segmentation"), "segmentation", shape, resolution=(10, 10, 10)).write(labels)
+    return str(d)
+
+
+def test_phantom_ground_truth_in_image_frame(phantom_ds):
+    from emkit.defects import warp
+
+    ph, d = phantom_ds
+    vol = open_dataset(d)
+    assert vol.resolution == (40.0, 8.0, 8.0)
+    assert set(vol.mask_names) >= {"fold", "crack", "slip", "step", "missing"}
+    lab = vol.arrays["labels"]
+    want = ph.in_image_frame(ph.segmentation)
+    slip = int(np.nonzero(ph.masks["slip"].any(axis=(1, 2)))[0][0])
+    others = [z for z in range(lab.shape[0]) if z != slip]
+    np.testing.assert_array_equal(lab[others], want[others])
+    assert not np.array_equal(lab, ph.segmentation)                 # the step moved the ground truth
+    # slip interpolation: the slipped section's target keeps its neighbour's displacement
+    nb = ph.displacement[:, slip - 1 if slip > 0 else slip + 1]
+    d2 = ph.displacement.copy()
+    d2[:, slip] = nb
+    np.testing.assert_array_equal(lab[slip], warp(ph.segmentation, d2, order=0)[slip])
+
+
+def test_sampler_masks(phantom_ds):
+    ph, d = phantom_ds
+    vol = open_dataset(d)
+    from emkit.geometry import Bbox
+
+    full = Bbox((0, 0, 0), vol.size)
+    s = PatchSampler([vol], (8, 32, 32), input_masks=("missing",)).read(vol, full)
+    excluded = (ph.masks["fold"] != 0) | (ph.masks["crack"] != 0)
+    assert excluded.any()
+    np.testing.assert_array_equal(s["mask"] == 0, excluded)          # auto: fold, crack out of the loss
+    assert (s["image"][ph.masks["missing"] != 0] == 0).all()
+    s2 = PatchSampler([vol], (8, 32, 32), loss_masks=("step",)).read(vol, full)
+    np.testing.assert_array_equal(s2["mask"] == 0, ph.masks["step"] != 0)
+    with pytest.raises(InputError, match="smaller than the patch"):
+        PatchSampler([vol], (32, 32, 32))
+    with pytest.raises(InputError, match="nonexistent"):
+        PatchSampler([vol], (8, 32, 32), input_masks=("nonexistent",))
+    a = PatchSampler([vol], (8, 32, 32)).sample(np.random.default_rng(5))
+    b = PatchSampler([vol], (8, 32, 32)).sample(np.random.default_rng(5))
+    assert a["image"].shape == (8, 32, 32) and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_training_reduces_loss(phantom_ds, tmp_path):
+    _, d = phantom_ds
+    cfg = TrainConfig(data=(d,), iterations=30, val_interval=30, checkpoint_interval=30, seed=0,
+                      out_dir=str(tmp_path / "run"), **TINY)
+    res = Trainer(cfg).run()
+    loss = res.log["train"]["loss"]
+    assert len(loss) == 30
+    assert np.mean(loss[-6:]) < 0.9 * np.mean(loss[:6])
+    v = res.log["validation"][-1]
+    assert 0.0 <= v["arand"] <= 1.0 and v["loss"] > 0
+    assert res.log["validation_source"].startswith("last 20%")
+    assert (tmp_path / "run" / "best.pt").is_file() and (tmp_path / "run" / "log.json").is_file()
+
+
+def test_resume_continues_identically(phantom_ds, tmp_path):
+    _, d = phantom_ds
+    base = TrainConfig(data=(d,), iterations=6, val_interval=3, checkpoint_interval=3, seed=1,
+                       out_dir=str(tmp_path / "a"), **TINY)
+    full = Trainer(base).run().log["train"]["loss"]
+    part = replace(base, iterations=3, out_dir=str(tmp_path / "b"))
+    Trainer(part).run()
+    with pytest.raises(FileExistsError):
+        Trainer(part)                                     # no silent overwrite of a run
+    tr = Trainer(replace(part, iterations=6), resume=True)
+    assert tr.iteration == 3
+    log = tr.run().log
+    assert log["train"]["iteration"] == [1, 2, 3, 4, 5, 6]
+    assert log["train"]["loss"] == full                   # bit-identical continuation
+
+
+def test_isotropic_user_volume(iso_ds, tmp_path):
+    cfg = TrainConfig(data=(iso_ds,), iterations=2, val_interval=2, checkpoint_interval=2, out_dir=str(tmp_path / "r"),
+                      widths=(4, 8, 16), patch_size=(16, 16, 16), augment="none", threads=1, progress=False)
+    tr = Trainer(cfg)
+    assert tr.net_config.resolution == (10.0, 10.0, 10.0)
+    assert tr.net_config.downsample == ((2, 2, 2), (2, 2, 2))        # isotropic data, isotropic net
+    assert tr.net_config.offsets[0] == (8, 0, 0)                     # long-range offsets in nm
+    res = tr.run()
+    assert np.isfinite(res.log["validation"][-1]["arand"])
+
+
+def test_semantic_training(phantom_ds, tmp_path):
+    _, d = phantom_ds
+    cfg = TrainConfig(task="semantic", data=(d,), iterations=2, val_interval=2, checkpoint_interval=2,
+                      out_dir=str(tmp_path / "s"), output_1x1=True, **TINY)
+    res = Trainer(cfg).run()
+    assert [h["name"] for h in res.log["net_config"]["heads"]] == ["semantic"]
+    assert 0.0 <= res.log["validation"][-1]["mean_iou"] <= 1.0
+
+
+def test_training_with_augmentation(tmp_path):
+    pytest.importorskip("emkit.train.augment")
+    from emkit.phantom import make_phantom, write_phantom
+
+    d = tmp_path / "big"
+    write_phantom(make_phantom((24, 160, 160), seed=4), str(d), progress=False)
+    cfg = TrainConfig(data=(str(d),), iterations=2, val_interval=2, checkpoint_interval=2, out_dir=str(tmp_path / "r"),
+                      **{**TINY, "augment": "boundary"})
+    tr = Trainer(cfg)
+    assert tr.augment_note == "boundary"
+    assert np.isfinite(tr.run().log["train"]["loss"]).all()
+
+
+def test_cli_train(phantom_ds, tmp_path, capsys):
+    from emkit.cli.main import main
+    from emkit.nets import load
+
+    _, d = phantom_ds
+    out = tmp_path / "cli"
+    argv = ["train", "boundary", "--data", d, "--iterations", "2", "--out", str(out), "--widths", "4,8",
+            "--patch", "8,32,32", "--augment", "none", "--val-interval", "1", "--threads", "1", "--no-progress"]
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["iterations"] == 2
+    log = json.loads((out / "log.json").read_text())
+    assert len(log["train"]["loss"]) == 2 and len(log["validation"]) == 2
+    model = load(out / "best.pt")
+    assert set(model.extra) >= {"command", "seed", "git_revision", "iteration", "metrics"}
+    assert model.extra["command"] is None or model.extra["command"].startswith("emkit train")
+    assert main(argv) == 2                                   # refuses to overwrite the run
+    assert "already holds" in capsys.readouterr().err
+    assert main(["train", "boundary", "--out", str(tmp_path / "x")]) == 2   # no data, no preset
+
+
+def test_cli_preset_phantom_and_resume(tmp_path, capsys):
+    from emkit.cli.main import main
+
+    out = tmp_path / "p"
+    common = ["train", "boundary", "--preset", "phantom", "--phantom-size", "16,64,64", "--phantom-seeds", "7",
+              "--out", str(out), "--widths", "4,8", "--patch", "8,32,32", "--augment", "none", "--threads", "1",
+              "--no-progress"]
+    assert main(common + ["--iterations", "1"]) == 0
+    assert (out / "data" / "phantom_7" / "image" / "info").is_file()
+    assert (out / "data" / "phantom_199" / "gt" / "phantom.json").is_file()   # validation phantom
+    assert main(["train", "boundary", "--out", str(out), "--resume", "--iterations", "2", "--no-progress"]) == 0
+    log = json.loads((out / "log.json").read_text())
+    assert log["train"]["iteration"] == [1, 2]
