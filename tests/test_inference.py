@@ -1,0 +1,370 @@
+"""emkit.inference: global patch grid, blending, masks, chunked == single pass, layers, resume, CLI.
+
+Real tiny nets (emkit.nets.RSUNet with widths (4, 8), and plain Conv3d nets following the model
+interface), real Precomputed layers on file:// under tmp_path, a real 2-worker dask LocalCluster.
+"""
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from emkit.errors import InputError, LayerExistsError
+from emkit.geometry import Bbox
+from emkit.inference import (PatchGrid, blend_weight, channel_names, infer_layers, output_kind, predict,
+                             predict_box)
+from emkit.inference.blend import axis_starts, resolve_overlap
+from emkit.inference.chunked import default_chunk_size, load_model_cached
+from emkit.io import Layer
+from emkit.nets import HeadSpec, NetConfig, RSUNet, boundary_heads, save
+from emkit.runtime import Markers, markers_url
+
+SHAPE = (16, 96, 96)
+STORAGE = (8, 32, 32)
+PATCH = (8, 32, 32)
+
+
+class ConvNet(torch.nn.Module):
+    """A plain two-layer Conv3d net that follows emkit's model interface (not an RSUNet)."""
+
+    def __init__(self, heads=(("affinity", 3), ("myelin", 1)), width=4, kernel=3, patch=PATCH,
+                 resolution=(40, 8, 8)):
+        super().__init__()
+        c = sum(n for _, n in heads)
+        self.in_channels = 1
+        self.input_multiple = (1, 2, 2)
+        self.config = SimpleNamespace(patch_size=patch, resolution=resolution, in_channels=1)
+        self.head_slices, s = {}, 0
+        for name, n in heads:
+            self.head_slices[name] = slice(s, s + n)
+            s += n
+        pad = kernel // 2
+        self.c1 = torch.nn.Conv3d(1, width, kernel, padding=pad)
+        self.c2 = torch.nn.Conv3d(width, c, kernel, padding=pad)
+
+    def forward(self, x):
+        return self.c2(torch.relu(self.c1(x)))
+
+
+def affine_net(scale: float, bias: float) -> ConvNet:
+    """1x1x1 net computing logit = scale * x + bias on every channel (output independent of context)."""
+    net = ConvNet(heads=(("affinity", 3),), width=1, kernel=1)
+    with torch.no_grad():
+        net.c1.weight.fill_(1.0)
+        net.c1.bias.fill_(0.0)
+        net.c2.weight.fill_(scale)
+        net.c2.bias.fill_(bias)
+    return net
+
+
+def tiny_rsunet(heads=None, seed=0) -> RSUNet:
+    torch.manual_seed(seed)
+    cfg = NetConfig(widths=(4, 8), heads=heads or boundary_heads(myelin=True, long_range=False),
+                    patch_size=PATCH, resolution=(40, 8, 8))
+    return RSUNet(cfg).eval()
+
+
+@pytest.fixture(scope="module")
+def image():
+    rng = np.random.default_rng(7)
+    from scipy import ndimage
+
+    img = ndimage.gaussian_filter(rng.random(SHAPE), (0.5, 2, 2))
+    img = (255 * (img - img.min()) / np.ptp(img)).astype(np.uint8)
+    return img
+
+
+@pytest.fixture(scope="module")
+def net():
+    return tiny_rsunet()
+
+
+@pytest.fixture(scope="module")
+def single(net, image):
+    return predict(net, image, progress=False)
+
+
+def write_image(tmp_path, image, name="image", offset=(3, 5, 7), resolution=(40, 8, 8)):
+    lay = Layer.create(tmp_path / name, "image", image.shape, chunk_size=STORAGE, voxel_offset=offset,
+                       resolution=resolution)
+    lay.write(image)
+    return lay
+
+
+def write_mask(tmp_path, mask, name, offset=(3, 5, 7), resolution=(40, 8, 8)):
+    lay = Layer.create(tmp_path / name, "mask", mask.shape, chunk_size=STORAGE, voxel_offset=offset,
+                       resolution=resolution)
+    lay.write(mask.astype(np.uint8))
+    return lay
+
+
+def defect_masks():
+    m_in = np.zeros(SHAPE, np.uint8)
+    m_in[5] = 1                      # a missing section
+    m_in[:, 40:60, 10:30] = 1        # a fold-like block
+    m_out = np.zeros(SHAPE, np.uint8)
+    m_out[9:12, 60:90, 50:70] = 1
+    return m_in, m_out
+
+
+# ---- blending and the grid --------------------------------------------------------------------------
+def test_blend_weight_positive_smooth_and_symmetric():
+    w = blend_weight((6, 16, 10))
+    assert w.shape == (6, 16, 10) and w.dtype == np.float32
+    assert w.min() > 0 and w.max() <= 1
+    np.testing.assert_allclose(w, w[::-1, ::-1, ::-1], rtol=1e-6)
+    assert w[3, 8, 5] > 0.9 and w[0, 0, 0] < 0.01  # peaked at the centre, small at the corners
+    c = w[3, 8, 5]  # separable: w[i,j,k] c^2 == w[i,8,5] w[3,j,5] w[3,8,k]
+    outer = np.einsum("i,j,k->ijk", w[:, 8, 5], w[3, :, 5], w[3, 8, :])
+    np.testing.assert_allclose(w * c * c, outer, rtol=1e-5)
+
+
+def test_axis_starts_cover_and_stay_inside():
+    assert axis_starts(96, 32, 24).tolist() == [0, 24, 48, 64]
+    assert axis_starts(96, 32, 32).tolist() == [0, 32, 64]
+    assert axis_starts(10, 32, 24).tolist() == [0]
+    for n, p, s in [(97, 32, 24), (33, 32, 1), (50, 8, 7)]:
+        st = axis_starts(n, p, s)
+        cov = np.zeros(n, int)
+        for a in st:
+            cov[a:a + p] += 1
+        assert cov.min() >= 1 and st.max() + p == n
+
+
+def test_patch_grid_shrinks_on_short_axes_and_validates():
+    g = PatchGrid((5, 96, 40), (8, 32, 64), (2, 8, 16), (1, 2, 2))
+    assert g.patch == (5, 32, 40) and g.stride == (3, 24, 24)
+    assert len(g) == 1 * 4 * 1
+    g2 = PatchGrid((5, 96, 41), (8, 32, 64), 0, (1, 2, 2))
+    assert g2.patch == (5, 32, 42)  # rounded up to the input multiple; fed zeros beyond the volume
+    with pytest.raises(InputError, match="multiple"):
+        PatchGrid((16, 96, 96), (8, 33, 32), 0, (1, 2, 2))
+    with pytest.raises(InputError, match="overlap"):
+        PatchGrid((16, 96, 96), (8, 32, 32), (8, 0, 0))
+
+
+def test_resolve_overlap_fraction_and_voxels():
+    assert resolve_overlap(0.25, (8, 32, 32)) == (2, 8, 8)
+    assert resolve_overlap((0, 0.5, 0.5), (8, 32, 32)) == (0, 16, 16)
+    assert resolve_overlap((2, 6, 6), (8, 32, 32)) == (2, 6, 6)
+    assert resolve_overlap(0, (8, 32, 32)) == (0, 0, 0)
+    with pytest.raises(InputError):
+        resolve_overlap((1, 0.5, 0.5), (8, 32, 32))
+    with pytest.raises(InputError):
+        resolve_overlap(1.5, (8, 32, 32))
+
+
+def test_normalisation_is_exact_for_a_constant_net():
+    """A net whose output does not depend on the input: blending must give exactly that output."""
+    net = affine_net(0.0, 0.7)
+    img = np.random.default_rng(0).integers(0, 256, (9, 50, 70), dtype=np.uint8)
+    out = predict(net, img, patch_size=(4, 16, 16), overlap=(1, 5, 7), progress=False)
+    np.testing.assert_allclose(out, 1 / (1 + np.exp(-0.7)), rtol=1e-6)
+
+
+def test_patches_are_placed_where_they_belong():
+    """A pointwise net gives sigmoid(scale * image) at every voxel iff patches are put back in place."""
+    net = affine_net(3.0, -1.0)
+    img = np.random.default_rng(1).integers(0, 256, (9, 50, 70), dtype=np.uint8)
+    out = predict(net, img, patch_size=(4, 16, 16), overlap=0.3, progress=False, chunk_size=(4, 20, 33))
+    expect = 1 / (1 + np.exp(-(3.0 * img.astype(np.float64) / 255 - 1.0)))
+    np.testing.assert_allclose(out, np.broadcast_to(expect, out.shape), atol=1e-6)
+
+
+# ---- array form -------------------------------------------------------------------------------------
+def test_predict_shape_and_range(single):
+    assert single.shape == (4, *SHAPE) and single.dtype == np.float32
+    assert 0 <= single.min() and single.max() <= 1 and single.std() > 0
+
+
+@pytest.mark.parametrize("chunk", [(8, 32, 32), (5, 40, 70), (16, 96, 96), (3, 17, 50)])
+def test_chunked_equals_single_pass_everywhere(net, image, single, chunk):
+    out = predict(net, image, chunk_size=chunk, progress=False)
+    assert np.abs(out - single).max() < 1e-5  # everywhere, the border included: the grid is global
+
+
+def test_batch_size_does_not_change_the_result(net, image, single):
+    for bs in (1, 3, 16):
+        assert np.abs(predict(net, image, batch_size=bs, progress=False) - single).max() < 1e-5
+
+
+def test_input_mask_equals_feeding_zeros_and_output_mask_zeros(net, image, single):
+    m_in, m_out = defect_masks()
+    zeroed = np.where(m_in != 0, 0, image).astype(np.uint8)
+    a = predict(net, image, mask_in=m_in, progress=False)
+    b = predict(net, zeroed, progress=False)
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - single).max() > 1e-3  # the mask did change something
+    c = predict(net, image, mask_out=m_out, progress=False)
+    assert (c[:, m_out != 0] == 0).all()
+    np.testing.assert_array_equal(c[:, m_out == 0], single[:, m_out == 0])
+
+
+def test_heads_channels_and_kind(net, image, single):
+    assert channel_names(net) == ["affinity_z", "affinity_y", "affinity_x", "myelin"]
+    assert output_kind(net, ["affinity"]) == "affinities" and output_kind(net) == "probability"
+    my = predict(net, image, heads="myelin", progress=False)
+    np.testing.assert_allclose(my[0], single[3], atol=1e-6)
+    sem = tiny_rsunet(heads=(HeadSpec("semantic", 5, "semantic"),))
+    assert channel_names(sem) == [f"semantic_{c}" for c in ("soma", "axon", "dendrite", "glia", "vessel")]
+    with pytest.raises(InputError, match="unknown head.*long_range.*affinity, myelin"):
+        predict(net, image, heads=["long_range"], progress=False)
+
+
+def test_predict_bad_inputs(net, image):
+    with pytest.raises(InputError, match="mask_in of shape"):
+        predict(net, image, mask_in=np.zeros((16, 96, 95), np.uint8), progress=False)
+    with pytest.raises(InputError, match="dtype int32"):
+        predict(net, image.astype(np.int32), progress=False)
+    with pytest.raises(InputError, match="shape"):
+        predict(net, image[0], progress=False)
+    with pytest.raises(InputError, match="batch_size"):
+        predict(net, image, batch_size=0, progress=False)
+    with pytest.raises(InputError, match="device"):
+        predict(net, image, device="tpu", progress=False)
+
+
+def test_predict_restores_training_mode(image):
+    net = tiny_rsunet()
+    net.train()
+    predict(net, image[:8, :32, :32], progress=False)
+    assert net.training
+
+
+def test_predict_box_only_reads_the_halo(net, image, single):
+    grid = PatchGrid(SHAPE, PATCH, 0.25, net.input_multiple)
+    box = Bbox((8, 32, 40), (16, 64, 72))
+    seen = []
+
+    def read(b):
+        seen.append(b)
+        return (image[b.slices()][None] / np.float32(255)).astype(np.float32)
+
+    out = predict_box(net, read, grid, box, device="cpu")
+    assert len(seen) == 1 and box.grow(grid.halo).contains(seen[0])
+    assert np.abs(out - single[(slice(None), *box.slices())]).max() < 1e-5
+
+
+# ---- layers -----------------------------------------------------------------------------------------
+def test_default_chunk_size():
+    assert default_chunk_size((8, 32, 32), (16, 96, 96), (8, 32, 32)) == (16, 96, 96)
+    cs = default_chunk_size((8, 32, 32), (16, 96, 96), (8, 32, 32), min_tasks=2)
+    assert all(c % s == 0 for c, s in zip(cs, (8, 32, 32)))
+    assert np.prod([-(-n // c) for n, c in zip((16, 96, 96), cs)]) >= 2
+
+
+def test_infer_layers_serial_equals_single_pass(tmp_path, net, image, single):
+    img = write_image(tmp_path, image)
+    rep = infer_layers(net, img.url, tmp_path / "aff", heads=["affinity"], chunk_size=(8, 64, 64), workers=0,
+                       progress=False)
+    out = Layer.open(tmp_path / "aff")
+    assert out.kind.name == "affinities" and out.voxel_offset == (3, 5, 7) and out.resolution == (40, 8, 8)
+    assert rep.chunks == 2 * 2 * 2 and rep.executed == 8 and rep.kind == "affinities"
+    assert np.abs(out.read() - single[:3]).max() < 1e-5
+    # all heads -> probability layer with named channels
+    infer_layers(net, img.url, tmp_path / "all", chunk_size=(8, 32, 96), workers=0, progress=False)
+    allp = Layer.open(tmp_path / "all")
+    assert allp.kind.name == "probability" and allp.channel_names == ("affinity_z", "affinity_y", "affinity_x",
+                                                                      "myelin")
+    assert np.abs(allp.read() - single).max() < 1e-5
+
+
+def test_infer_layers_two_workers_checkpoint_and_masks(tmp_path, net, image):
+    ckpt = save(net, tmp_path / "net.pt", extra={"test": True})
+    assert load_model_cached(str(ckpt)) is load_model_cached(str(ckpt))  # loaded once per process
+    img = write_image(tmp_path, image)
+    m_in, m_out = defect_masks()
+    mi = write_mask(tmp_path, m_in, "mask_in")
+    mo = write_mask(tmp_path, m_out, "mask_out")
+    rep = infer_layers(str(ckpt), img.url, tmp_path / "out", mask_in_url=mi.url, mask_out_url=mo.url,
+                       chunk_size=(8, 64, 32), workers=2, progress=False)
+    assert rep.executed == rep.chunks == 2 * 2 * 3
+    expect = predict(net, image, mask_in=m_in, mask_out=m_out, progress=False)
+    got = Layer.open(tmp_path / "out").read()
+    assert np.abs(got - expect).max() < 1e-5
+    assert (got[:, m_out != 0] == 0).all()
+
+
+def test_infer_layers_resumes(tmp_path, net, image, single):
+    img = write_image(tmp_path, image)
+    url = tmp_path / "out"
+    kw = dict(heads="affinity", chunk_size=(8, 32, 32), workers=0, progress=False)
+    rep = infer_layers(net, img.url, url, **kw)
+    assert rep.executed == 18 and not rep.resumed
+    out = Layer.open(url)
+    lost = [Bbox((3, 5, 7), (11, 37, 39)), Bbox((11, 69, 71), (19, 101, 103))]
+    for b in lost:  # an interrupted run: two chunks never written, their markers missing
+        out.write(np.zeros((3, *b.shape), np.float32), b.start)
+    Markers(markers_url(out.url, "infer")).clear(lost)
+    rep = infer_layers(net, img.url, url, **kw)
+    assert rep.resumed and rep.executed == 2 and rep.skipped == 16
+    assert np.abs(Layer.open(url).read() - single[:3]).max() < 1e-5
+    rep = infer_layers(net, img.url, url, **kw)
+    assert rep.executed == 0 and "already complete" in rep.summary()
+    # other parameters over the same output: refused, then allowed with overwrite
+    with pytest.raises(LayerExistsError, match="other parameters"):
+        infer_layers(net, img.url, url, heads="affinity", chunk_size=(8, 64, 64), workers=0, progress=False)
+    rep = infer_layers(net, img.url, url, heads="affinity", chunk_size=(8, 64, 64), workers=0, progress=False,
+                       overwrite=True)
+    assert rep.executed == 8 and not rep.resumed
+
+
+def test_infer_layers_bad_inputs(tmp_path, net, image):
+    img = write_image(tmp_path, image)
+    Layer.create(tmp_path / "existing", "affinities", SHAPE)
+    with pytest.raises(LayerExistsError, match="already exists"):
+        infer_layers(net, img.url, tmp_path / "existing", workers=0, progress=False)
+    aff = Layer.create(tmp_path / "aff_in", "affinities", SHAPE)
+    with pytest.raises(InputError, match="is a affinities layer; expected an image"):
+        infer_layers(net, aff.url, tmp_path / "o1", workers=0, progress=False)
+    small = write_mask(tmp_path, np.zeros((16, 96, 64), np.uint8), "small_mask")
+    with pytest.raises(InputError, match="size .*must share the image's grid"):
+        infer_layers(net, img.url, tmp_path / "o2", mask_in_url=small.url, workers=0, progress=False)
+    shifted = write_mask(tmp_path, np.zeros(SHAPE, np.uint8), "shifted_mask", offset=(0, 0, 0))
+    with pytest.raises(InputError, match="voxel_offset"):
+        infer_layers(net, img.url, tmp_path / "o3", mask_out_url=shifted.url, workers=0, progress=False)
+    with pytest.raises(InputError, match="expected a mask layer"):
+        infer_layers(net, img.url, tmp_path / "o4", mask_in_url=img.url, workers=0, progress=False)
+    with pytest.raises(InputError, match="multiple of the output layer's storage chunk"):
+        infer_layers(net, img.url, tmp_path / "o5", chunk_size=(8, 48, 48), workers=0, progress=False)
+    with pytest.raises(InputError, match="unknown head"):
+        infer_layers(net, img.url, tmp_path / "o6", heads="vessel", workers=0, progress=False)
+    with pytest.raises(InputError, match="no Precomputed layer"):
+        infer_layers(net, tmp_path / "nothing", tmp_path / "o7", workers=0, progress=False)
+    iso = write_image(tmp_path, image, name="iso", resolution=(8, 8, 8))
+    with pytest.raises(InputError, match=r"resolution \(8, 8, 8\) nm.*trained at \(40, 8, 8\) nm"):
+        infer_layers(net, iso.url, tmp_path / "o8", workers=0, progress=False)
+    near = write_image(tmp_path, image, name="near", resolution=(30, 8, 8))
+    with pytest.warns(UserWarning, match="trained at"):
+        infer_layers(net, near.url, tmp_path / "o9", workers=0, progress=False)
+    with pytest.raises(InputError, match="one of the inputs"):
+        infer_layers(net, img.url, img.url, workers=0, progress=False, overwrite=True)
+    assert Layer.open(img.url).kind.name == "image"  # never touched
+
+
+# ---- command line -----------------------------------------------------------------------------------
+def test_cli_infer(tmp_path, net, image, single, capsys):
+    from emkit.cli.main import main
+
+    ckpt = save(net, tmp_path / "net.pt", extra={})
+    img = write_image(tmp_path, image)
+    out = tmp_path / "aff"
+    rc = main(["infer", str(ckpt), img.url, str(out), "--heads", "affinity", "--chunk", "8,64,64",
+               "--workers", "0", "--device", "cpu", "--quiet"])
+    assert rc == 0 and "voxels/s" in capsys.readouterr().out
+    assert np.abs(Layer.open(out).read() - single[:3]).max() < 1e-5
+    rc = main(["infer", str(ckpt), img.url, str(out), "--workers", "0", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "holds an interrupted inference with other parameters" in err  # other heads
+    rc = main(["infer", "no-such-model", img.url, str(tmp_path / "x"), "--workers", "0", "--quiet"])
+    assert rc == 2 and "no-such-model" in capsys.readouterr().err
+    from emkit.cli.infer import _overlap
+
+    assert _overlap("0.25") == 0.25 and _overlap("2,8,8") == (2, 8, 8) and _overlap("0,0.5,0.5") == (0, 0.5, 0.5)
+    with pytest.raises(InputError):
+        _overlap("a lot")
+    info = json.loads((out / "info").read_text())
+    assert info["emkit"]["channels"] == ["affinity_z", "affinity_y", "affinity_x"]
