@@ -8,5 +8,7 @@ from emkit.evaluate.metrics import (
     worst_merges,
     worst_splits,
 )
+from emkit.evaluate.sweep import best_threshold, cut_contingency, sweep
 
-__all__ = ["Contingency", "contingency", "voi", "adapted_rand_error", "worst_splits", "worst_merges", "evaluate"]
+__all__ = ["Contingency", "contingency", "voi", "adapted_rand_error", "worst_splits", "worst_merges", "evaluate",
+           "sweep", "cut_contingency", "best_threshold"]

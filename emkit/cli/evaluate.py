@@ -1,0 +1,64 @@
+"""``emkit evaluate SEG_URL GT_URL``: score a segmentation layer against ground truth, as JSON."""
+from __future__ import annotations
+
+import json
+import math
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "evaluate", help="score a segmentation against ground truth (VOI, adapted Rand, worst objects) as JSON",
+        description="Compare a segmentation layer with a ground-truth segmentation layer and print JSON: "
+                    "voi_split, voi_merge, voi (bits), arand (adapted Rand error), its precision and recall, "
+                    "and the worst split (ground-truth ids) and merged (segmentation ids) objects. Voxels "
+                    "whose ground truth is 0 are not counted. Both layers must have the same size, voxel "
+                    "offset and resolution.")
+    p.add_argument("seg_url", metavar="SEG_URL", help="segmentation layer URL or local path")
+    p.add_argument("gt_url", metavar="GT_URL", help="ground-truth segmentation layer URL or local path")
+    p.add_argument("--bbox", metavar="Z0:Z1,Y0:Y1,X0:X1",
+                   help="half-open box in voxels in layer coordinates (voxel offset included); default: all")
+    p.add_argument("--worst", metavar="K", type=int, default=10,
+                   help="how many worst split and merged objects to list (default 10)")
+    p.set_defaults(func=run)
+
+
+def _check_same_grid(seg, gt) -> None:
+    from ..errors import InputError
+
+    for what in ("size", "voxel_offset", "resolution"):
+        a, b = getattr(seg, what), getattr(gt, what)
+        if tuple(a) != tuple(b):
+            raise InputError(f"the layers differ in {what.replace('_', ' ')} (z, y, x): {seg.url} has {tuple(a)}, "
+                             f"{gt.url} has {tuple(b)}")
+    for layer in (seg, gt):
+        if layer.kind.name != "segmentation":
+            raise InputError(f"{layer.url} is a {layer.kind.name} layer; expected a segmentation layer")
+
+
+def _json_safe(value):
+    """NaN and infinities become null (so the output is valid JSON)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def run(args) -> int:
+    from ..errors import InputError
+    from ..evaluate import evaluate
+    from ..geometry import parse_bbox
+    from ..io import Layer
+
+    if args.worst < 0:
+        raise InputError(f"--worst must be >= 0, got {args.worst}")
+    seg = Layer.open(args.seg_url)
+    gt = Layer.open(args.gt_url)
+    _check_same_grid(seg, gt)
+    bbox = parse_bbox(args.bbox) if args.bbox else seg.bbox
+    res = evaluate(seg.read(bbox), gt.read(bbox), k=args.worst)
+    out = {"seg": seg.url, "gt": gt.url, "bbox": str(bbox), **res}
+    print(json.dumps(_json_safe(out), indent=2, allow_nan=False))
+    return 0
