@@ -1,7 +1,10 @@
 """The whole pipeline on the built-in phantom, as far as emkit builds it today.
 
-Stages so far: phantom (with ground truth and defects) → Precomputed layers → viewer link.
-Later stages (boundary net, segmentation, synapses, meshes) join here as they land.
+Stages: phantom (image, ground truth, defects) → affinities (the shipped boundary net when it is
+installed; otherwise noisy affinities derived from the ground truth, said so) → watershed and
+constrained mean-affinity agglomeration, chunk by chunk → evaluation against the ground truth in
+the image frame → Neuroglancer. Each stage writes layers into the dataset folder; a stage whose
+output already exists is reused, never overwritten, unless ``overwrite``.
 """
 from __future__ import annotations
 
@@ -15,12 +18,14 @@ __all__ = ["DemoResult", "run_demo", "dataset_layers"]
 
 @dataclass
 class DemoResult:
-    """What :func:`run_demo` produced: the dataset folder, its layers and timings (s)."""
+    """What :func:`run_demo` produced: the dataset folder, its layers, scores and timings (s)."""
 
     out_dir: str
     layers: dict[str, str]
     timings: dict[str, float] = field(default_factory=dict)
-    reused: bool = False
+    reused: list[str] = field(default_factory=list)
+    affinity_source: str = ""
+    scores: dict | None = None
 
 
 def dataset_layers(out_dir: str) -> dict[str, str]:
@@ -30,27 +35,82 @@ def dataset_layers(out_dir: str) -> dict[str, str]:
     return find_layers(out_dir)
 
 
-def run_demo(out_dir: str, *, size=(64, 256, 256), seed: int = 0, defects="default",
-             overwrite: bool = False, progress: bool = True) -> DemoResult:
-    """Generate the phantom into ``out_dir`` (or reuse one already there) and list its layers.
+def _affinities(out_dir: str, aff_url: str, model: str | None, seed: int, progress: bool) -> str:
+    """Write ``aff_url`` from the boundary net, or from noisy ground truth; return which."""
+    from .io import Layer
+    from .nets import available_models
+
+    image_url = join_url(out_dir, "image")
+    if model is None and "boundary" in available_models():
+        model = "boundary"
+    if model is not None:
+        from .inference import infer_layers
+
+        infer_layers(model, image_url, aff_url, heads=["affinity"], workers=0, progress=progress)
+        return f"boundary net ({model})"
+    from .affinity import noisy_affinities
+
+    gt = Layer.open(join_url(out_dir, "gt/image_frame/segmentation"))
+    aff = noisy_affinities(gt.read(), seed)
+    Layer.create(aff_url, "affinities", gt.size, resolution=gt.resolution, voxel_offset=gt.voxel_offset).write(aff)
+    return "noisy affinities from the ground truth (no shipped boundary net installed)"
+
+
+def run_demo(out_dir: str, *, size=(64, 256, 256), seed: int = 0, defects="default", model: str | None = None,
+             threshold: float = 0.5, workers: int = 0, overwrite: bool = False, progress: bool = True) -> DemoResult:
+    """Run phantom → affinities → segmentation → evaluation into ``out_dir``.
 
     Parameters
     ----------
     out_dir : dataset folder (local path, file://, gs:// or s3:// prefix).
     size : phantom size in voxels (z, y, x) at (40, 8, 8) nm.
-    seed : random seed of the phantom.
+    seed : random seed of the phantom (and of the noisy affinities when there is no net).
     defects : defect list for the phantom (``"default"``, ``"none"`` or names).
-    overwrite : regenerate even if ``out_dir`` already holds a phantom.
+    model : boundary model name or checkpoint path; default the shipped ``boundary`` net if
+        installed, else noisy ground-truth affinities.
+    threshold : agglomeration threshold of the written segmentation (mean affinity).
+    workers : dask workers for segmentation (0: in this process).
+    overwrite : recompute every stage even if its outputs exist.
     """
-    from .phantom import make_phantom, write_phantom
+    from cloudfiles import CloudFiles
 
-    timings: dict[str, float] = {}
-    reused = layer_exists(join_url(out_dir, "image")) and not overwrite
-    if not reused:
-        t = time.perf_counter()
+    from .evaluate import evaluate
+    from .io import Layer
+    from .phantom import make_phantom, write_phantom
+    from .segment import segment_layers
+
+    res = DemoResult(out_dir=join_url(out_dir), layers={})
+    t = time.perf_counter()
+    if overwrite or not layer_exists(join_url(out_dir, "image")):
         ph = make_phantom(size, seed=seed, defects=defects)
-        timings["phantom"] = time.perf_counter() - t
-        t = time.perf_counter()
         write_phantom(ph, out_dir, overwrite=overwrite, progress=progress)
-        timings["write"] = time.perf_counter() - t
-    return DemoResult(out_dir=join_url(out_dir), layers=dataset_layers(out_dir), timings=timings, reused=reused)
+        res.timings["phantom"] = time.perf_counter() - t
+    else:
+        res.reused.append("phantom")
+
+    aff_url = join_url(out_dir, "affinities")
+    t = time.perf_counter()
+    if overwrite or not layer_exists(aff_url):
+        res.affinity_source = _affinities(out_dir, aff_url, model, seed, progress)
+        res.timings["affinities"] = time.perf_counter() - t
+    else:
+        res.reused.append("affinities")
+        res.affinity_source = "existing layer"
+
+    seg_dir = join_url(out_dir, "seg")
+    t = time.perf_counter()
+    if overwrite or not CloudFiles(seg_dir).exists("history.npz"):
+        sem = join_url(out_dir, "gt/image_frame/semantic")
+        segment_layers(aff_url, seg_dir, threshold=threshold, workers=workers, overwrite=overwrite,
+                       semantic_url=sem if layer_exists(sem) else None, progress=progress)
+        res.timings["segmentation"] = time.perf_counter() - t
+    else:
+        res.reused.append("segmentation")
+
+    t = time.perf_counter()
+    seg = Layer.open(join_url(seg_dir, "segmentation")).read()
+    gt = Layer.open(join_url(out_dir, "gt/image_frame/segmentation")).read()
+    res.scores = evaluate(seg, gt, k=5)
+    res.timings["evaluation"] = time.perf_counter() - t
+    res.layers = dataset_layers(out_dir)
+    return res

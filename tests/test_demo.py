@@ -1,32 +1,34 @@
-"""`emkit demo` writes the phantom dataset, prints a viewer link, and never overwrites silently."""
+"""`emkit demo` runs the pipeline on the phantom, prints scores and a viewer link, and never
+overwrites silently."""
+import json
 import urllib.request
 
 from emkit.cli.main import main
 from emkit.io import Layer
 
 
-def test_demo_writes_dataset_and_link(tmp_path, capsys):
-    out = tmp_path / "demo"
-    assert main(["demo", str(out), "--size", "12,128,128", "--seed", "3", "--serve", "no"]) == 0
+def test_demo_runs_pipeline_and_reuses(tmp_path, capsys):
+    out2 = tmp_path / "demo2"
+    assert main(["demo", str(out2), "--size", "12,128,128", "--seed", "3", "--serve", "no"]) == 0
     text = capsys.readouterr().out
-    assert "Neuroglancer: http://127.0.0.1:" in text
-    img = Layer.open(out / "image")
-    seg = Layer.open(out / "gt/segmentation")
-    assert img.size == (12, 128, 128) and seg.kind.name == "segmentation"
-    assert img.read().std() > 10 and len(set(seg.read().ravel().tolist())) > 5
-    before = (out / "image" / "info").stat().st_mtime_ns
-    # a second run reuses the dataset rather than overwriting it
-    assert main(["demo", str(out), "--size", "12,128,128", "--serve", "no"]) == 0
-    assert "using the dataset already in" in capsys.readouterr().out
-    assert (out / "image" / "info").stat().st_mtime_ns == before
+    assert "Neuroglancer: http://127.0.0.1:" in text and "adapted Rand error" in text
+    img = Layer.open(out2 / "image")
+    seg = Layer.open(out2 / "seg/segmentation")
+    assert img.size == seg.size == (12, 128, 128)
+    assert len(set(seg.read().ravel().tolist())) > 5
+    before = (out2 / "seg/segmentation/info").stat().st_mtime_ns
+    assert main(["demo", str(out2), "--size", "12,128,128", "--serve", "no"]) == 0
+    assert "reused from" in capsys.readouterr().out
+    assert (out2 / "seg/segmentation/info").stat().st_mtime_ns == before
 
 
-def test_demo_link_serves_while_running(tmp_path):
+def test_demo_scores_and_link(tmp_path):
     from emkit.demo import run_demo
     from emkit.view import serve
 
     res = run_demo(str(tmp_path / "d"), size=(8, 96, 96), defects="none", progress=False)
-    assert "image" in res.layers and "gt/segmentation" in res.layers
+    assert {"image", "affinities", "seg/segmentation", "gt/image_frame/segmentation"} <= set(res.layers)
+    assert 0 <= res.scores["arand"] < 0.5 and json.dumps(res.scores, allow_nan=True)
     with serve(res.out_dir) as handle:
         page = urllib.request.urlopen(handle.url, timeout=10).read()
         assert b"<html" in page.lower() or b"<!doctype" in page.lower()

@@ -170,3 +170,16 @@ def test_cli(tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err
     assert main(["phantom", str(tmp_path / "x"), "--defects", "nope", "--quiet"]) == 2
     assert "unknown defect kind 'nope'" in capsys.readouterr().err
+
+
+def test_image_frame_ground_truth_is_written(tmp_path):
+    from emkit.io import Layer
+    from emkit.phantom import make_phantom, write_phantom
+
+    ph = make_phantom((12, 96, 96), seed=4, defects=["step"])
+    write_phantom(ph, tmp_path / "ds", progress=False)
+    seg = Layer.open(tmp_path / "ds" / "gt/image_frame/segmentation").read()
+    assert np.array_equal(seg, ph.in_image_frame(ph.segmentation))
+    assert not np.array_equal(seg, ph.segmentation)  # the step moved it
+    sem = Layer.open(tmp_path / "ds" / "gt/image_frame/semantic").read()
+    assert np.array_equal(sem, ph.in_image_frame(ph.semantic).astype(np.uint64))

@@ -6,15 +6,20 @@ import sys
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "demo", help="run the pipeline on the built-in phantom and print a viewer link",
-        description="Generate the phantom dataset (image, ground truth, defect masks) into OUT_DIR, "
-                    "run the stages emkit has, and serve the result in Neuroglancer on 127.0.0.1. "
-                    "An existing dataset in OUT_DIR is reused, never overwritten, unless --overwrite.")
+        "demo", help="run the pipeline on the built-in phantom and print the scores and a viewer link",
+        description="Generate the phantom dataset (image, ground truth, defect masks) into OUT_DIR, predict "
+                    "affinities (shipped boundary net, or noisy ground truth when none is installed), segment "
+                    "them (watershed + constrained mean-affinity agglomeration), score the result against the "
+                    "ground truth and serve everything in Neuroglancer on 127.0.0.1. Stages whose outputs exist "
+                    "in OUT_DIR are reused, never overwritten, unless --overwrite.")
     p.add_argument("out_dir", nargs="?", default="demo-data", help="dataset folder or gs:// / s3:// prefix (default: demo-data)")
     p.add_argument("--size", default="64,256,256", help="phantom size z,y,x in voxels at 40,8,8 nm (default: 64,256,256)")
     p.add_argument("--seed", type=int, default=0, help="phantom random seed (default: 0)")
     p.add_argument("--defects", default="default", help="comma-separated defect kinds, 'default' or 'none'")
-    p.add_argument("--overwrite", action="store_true", help="regenerate even if OUT_DIR holds a dataset")
+    p.add_argument("--model", default=None, help="boundary model name or checkpoint (default: shipped 'boundary' if installed)")
+    p.add_argument("--threshold", type=float, default=0.5, help="agglomeration threshold (mean affinity, default 0.5)")
+    p.add_argument("--workers", type=int, default=0, help="dask workers for segmentation (default 0: in process)")
+    p.add_argument("--overwrite", action="store_true", help="recompute every stage even if OUT_DIR holds its outputs")
     p.add_argument("--serve", choices=["auto", "yes", "no"], default="auto",
                    help="keep serving the viewer until Ctrl-C: yes, no, or auto (when run from a terminal)")
     p.set_defaults(func=run)
@@ -26,14 +31,19 @@ def run(args) -> int:
 
     size = parse_vec3(args.size, "--size", positive=True)
     defects = args.defects if args.defects in ("default", "none") else [d for d in args.defects.split(",") if d]
-    res = run_demo(args.out_dir, size=size, seed=args.seed, defects=defects, overwrite=args.overwrite)
+    res = run_demo(args.out_dir, size=size, seed=args.seed, defects=defects, model=args.model,
+                   threshold=args.threshold, workers=args.workers, overwrite=args.overwrite)
     if res.reused:
-        print(f"using the dataset already in {res.out_dir} (pass --overwrite to regenerate)")
+        print(f"reused from {res.out_dir}: {', '.join(res.reused)} (pass --overwrite to recompute)")
+    print(f"affinities: {res.affinity_source}")
     for stage, sec in res.timings.items():
-        print(f"{stage:>10}: {sec:6.1f} s")
+        print(f"{stage:>13}: {sec:6.1f} s")
+    s = res.scores
+    print(f"segmentation vs ground truth (image frame): adapted Rand error {s['arand']:.4f}, "
+          f"VOI split {s['voi_split']:.3f}, VOI merge {s['voi_merge']:.3f} bits")
     print(f"dataset {res.out_dir}:")
     for name, url in res.layers.items():
-        print(f"  {name:<24} {url}")
+        print(f"  {name:<28} {url}")
 
     from ..view import serve
 

@@ -8,6 +8,10 @@ Layout under ``out_dir`` (a local path, ``file://``, ``gs://`` or ``s3://`` pref
     gt/semantic           kind segmentation (uint64, so Neuroglancer colours the classes):
                           0 background, 1 soma+nucleus, 2 axon, 3 dendrite, 4 glia, 5 blood vessel
     gt/clefts             kind segmentation: cleft ids (= synapses.parquet cleft_id)
+    gt/image_frame/segmentation, gt/image_frame/semantic
+                          the same ground truth warped into the image frame (what the image
+                          shows, misalignments included): score a segmentation of ``image``
+                          against these
     masks/<defect>        kind mask (uint8), one per defect kind applied, image frame
     gt/synapses.parquet   cleft_id, pre_id, post_id, centroid_{z,y,x}_nm, size_voxels
     gt/displacement.npz   dy, dx (float32, z, y, x voxels; image[z,y,x] shows clean[z,y-dy,x-dx]),
@@ -40,6 +44,8 @@ def phantom_layers(phantom: Phantom) -> dict[str, tuple[str, np.ndarray]]:
         "gt/segmentation": ("segmentation", phantom.segmentation),
         "gt/semantic": ("segmentation", phantom.semantic.astype(np.uint64)),
         "gt/clefts": ("segmentation", phantom.clefts),
+        "gt/image_frame/segmentation": ("segmentation", phantom.in_image_frame(phantom.segmentation)),
+        "gt/image_frame/semantic": ("segmentation", phantom.in_image_frame(phantom.semantic).astype(np.uint64)),
     }
     for kind, mask in phantom.masks.items():
         layers[f"masks/{kind}"] = ("mask", mask.astype(np.uint8))
@@ -49,7 +55,8 @@ def phantom_layers(phantom: Phantom) -> dict[str, tuple[str, np.ndarray]]:
 def existing_outputs(out_dir, defect_kinds=()) -> list[str]:
     """Outputs of a phantom with these defect kinds that already exist under ``out_dir``
     (lets a caller refuse before spending time generating)."""
-    names = ["image", "gt/clean_image", "gt/segmentation", "gt/semantic", "gt/clefts"]
+    names = ["image", "gt/clean_image", "gt/segmentation", "gt/semantic", "gt/clefts",
+             "gt/image_frame/segmentation", "gt/image_frame/semantic"]
     names += [f"masks/{k}" for k in dict.fromkeys(defect_kinds)]
     return _existing(out_dir, names)
 

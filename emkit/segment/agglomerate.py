@@ -3,8 +3,14 @@
 Algorithm (global greedy; paper, Methods: Agglomeration; Lee et al. 2017; Funke et al. 2019)
 --------------------------------------------------------------------------------------------
 Every edge of the region graph has a mean affinity ``aff_sum / count``. Repeatedly take the edge
-with the highest mean (ties: lowest edge index), merge its two objects, and combine their edges
-to a common neighbour by *adding* sums and counts. Stop when the best mean is below
+with the highest mean, merge its two objects, and combine their edges to a common neighbour by
+*adding* sums and counts. Sums are fixed-point integers (units of 2**-32, see
+:func:`~emkit.segment.region_graph.region_graph`), so adding them is exact and a combined mean
+does not depend on the order in which merges happened. Equal means are ordered by a tie key that
+also depends only on the objects, not on history: each object's *rank* is the largest rank
+(node position, i.e. id order) of its members, and an edge's key is (larger rank, smaller rank) of
+its ends, smaller first. Ranks only grow as objects merge, so a tie key only gets later
+(re-queued lazily when popped). Stop when the best mean is below
 ``min_affinity``. Implementation: a binary heap over arrays with lazy invalidation (an edge's
 version is bumped when it changes; stale heap entries are skipped), a hash table from node pairs
 to edges, and per-node edge lists that are concatenated in O(1) while only the smaller one is
@@ -39,13 +45,15 @@ edge whose mean exceeds the one being processed (reducibility holds with removal
 combined edge is built from live contacts only). So an edge that is the best edge of both its
 ends stays so until it is processed, whatever happens elsewhere, and is processed — merged or
 vetoed — with the same end states as in the global run. Processing mutual-best edges in any
-order therefore yields the global result (equal means aside: ties are broken by edge index,
-which the chunked form must keep consistent). The alternative of keeping vetoed contacts inside
+order therefore yields the global result; with the (mean, tie key) order above this holds for
+equal means too, since a combined edge's key is never earlier than its parts' keys. The alternative of keeping vetoed contacts inside
 combined edges was rejected: it can raise a combined edge's mean above the current level, which
 breaks both monotone cuts and chunk independence.
 
 The kernel also accepts a ``frozen`` node mask (for the octree form): an edge with a frozen end is
-not merged; both of its ends become frozen and the edge is kept for the parent chunk.
+not merged; both of its ends become frozen and the edge is kept for the parent chunk. (Only the
+surviving node of a merged object carries a valid flag: an object is frozen when any member's
+flag is set.)
 """
 from __future__ import annotations
 
@@ -119,35 +127,41 @@ def _pair_key(a, b, n):
     return b * n + a
 
 
-# ---------------------------------------------------------------- heap (max mean, min edge) ----
+# ---------------------------------------------------------------- heap (max mean, min tie key) -
 @numba.njit(cache=True, nogil=True, inline="always")
-def _before(k1, e1, k2, e2):
-    return k1 > k2 or (k1 == k2 and e1 < e2)
+def _before(k1, a1, b1, k2, a2, b2):
+    return k1 > k2 or (k1 == k2 and (a1 < a2 or (a1 == a2 and b1 < b2)))
 
 
 @numba.njit(cache=True, nogil=True)
-def _push(hkey, hedge, hver, size, key, e, ver):
+def _push(hkey, ht1, ht2, hedge, hver, size, key, t1, t2, e, ver):
     i = size
     while i > 0:
         p = (i - 1) >> 1
-        if _before(key, e, hkey[p], hedge[p]):
+        if _before(key, t1, t2, hkey[p], ht1[p], ht2[p]):
             hkey[i] = hkey[p]
+            ht1[i] = ht1[p]
+            ht2[i] = ht2[p]
             hedge[i] = hedge[p]
             hver[i] = hver[p]
             i = p
         else:
             break
     hkey[i] = key
+    ht1[i] = t1
+    ht2[i] = t2
     hedge[i] = e
     hver[i] = ver
     return size + 1
 
 
 @numba.njit(cache=True, nogil=True)
-def _pop(hkey, hedge, hver, size):
+def _pop(hkey, ht1, ht2, hedge, hver, size):
     """Remove the top; the caller has read it. Returns the new size."""
     size -= 1
     key = hkey[size]
+    t1 = ht1[size]
+    t2 = ht2[size]
     e = hedge[size]
     ver = hver[size]
     i = 0
@@ -155,10 +169,12 @@ def _pop(hkey, hedge, hver, size):
         c = 2 * i + 1
         if c >= size:
             break
-        if c + 1 < size and _before(hkey[c + 1], hedge[c + 1], hkey[c], hedge[c]):
+        if c + 1 < size and _before(hkey[c + 1], ht1[c + 1], ht2[c + 1], hkey[c], ht1[c], ht2[c]):
             c += 1
-        if _before(hkey[c], hedge[c], key, e):
+        if _before(hkey[c], ht1[c], ht2[c], key, t1, t2):
             hkey[i] = hkey[c]
+            ht1[i] = ht1[c]
+            ht2[i] = ht2[c]
             hedge[i] = hedge[c]
             hver[i] = hver[c]
             i = c
@@ -166,6 +182,8 @@ def _pop(hkey, hedge, hver, size):
             break
     if size > 0:
         hkey[i] = key
+        ht1[i] = t1
+        ht2[i] = t2
         hedge[i] = e
         hver[i] = ver
     return size
@@ -186,11 +204,30 @@ def _sem_class(sem, size, x, min_size, min_frac):
 
 
 # ---------------------------------------------------------------- the kernel --------------------
+#: affinity sums are fixed-point integers: sum of round(affinity * 2**32) (see region_graph)
+SUM_SCALE = 4294967296.0
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _mean(q, c):
+    return (np.float64(q) / SUM_SCALE) / c
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _tie(rank, u, v):
+    """Tie key of an edge between objects u and v: (larger rank, smaller rank), where an object's
+    rank is the largest rank of its members — never decreases as objects merge."""
+    if rank[u] >= rank[v]:
+        return rank[u], rank[v]
+    return rank[v], rank[u]
+
+
 @numba.njit(cache=True, nogil=True)
 def _agglomerate_kernel(n, eu_in, ev_in, esum_in, ecnt_in, size_in, nsv_in, sem_in, use_sem,
                         frozen_in, min_aff, constraints, cthr, sem_min_size, sem_min_frac, veto_mat,
-                        both_min, one_max):
+                        both_min, one_max, rank_in):
     E = eu_in.size
+    rank = rank_in.copy()
     eu = eu_in.copy()
     ev = ev_in.copy()
     esum = esum_in.copy()
@@ -225,11 +262,14 @@ def _agglomerate_kernel(n, eu_in, ev_in, esum_in, ecnt_in, size_in, nsv_in, sem_
     hk, hv, used = _h_build(cap, eu, ev, alive, n)
 
     hkey = np.empty(2 * E + 1, np.float64)
+    ht1 = np.empty(2 * E + 1, np.int64)
+    ht2 = np.empty(2 * E + 1, np.int64)
     hedge = np.empty(2 * E + 1, np.int64)
     hver = np.empty(2 * E + 1, np.int64)
     hsize = 0
     for e in range(E):
-        hsize = _push(hkey, hedge, hver, hsize, esum[e] / ecnt[e], e, 0)
+        t1, t2 = _tie(rank, eu[e], ev[e])
+        hsize = _push(hkey, ht1, ht2, hedge, hver, hsize, _mean(esum[e], ecnt[e]), t1, t2, e, 0)
 
     m_a = np.empty(n, np.int64)
     m_b = np.empty(n, np.int64)
@@ -245,13 +285,19 @@ def _agglomerate_kernel(n, eu_in, ev_in, esum_in, ecnt_in, size_in, nsv_in, sem_
         e = hedge[0]
         ver = hver[0]
         key = hkey[0]
-        hsize = _pop(hkey, hedge, hver, hsize)
+        t1 = ht1[0]
+        t2 = ht2[0]
+        hsize = _pop(hkey, ht1, ht2, hedge, hver, hsize)
         if not alive[e] or ver != version[e]:
             continue
         if key < min_aff:
             break
         u = eu[e]
         v = ev[e]
+        c1, c2 = _tie(rank, u, v)
+        if c1 != t1 or c2 != t2:  # an end grew since the push: tie keys only get later, re-queue
+            hsize = _push(hkey, ht1, ht2, hedge, hver, hsize, key, c1, c2, e, ver)
+            continue
         if frozen[u] or frozen[v]:
             frozen[u] = True
             frozen[v] = True
@@ -290,6 +336,7 @@ def _agglomerate_kernel(n, eu_in, ev_in, esum_in, ecnt_in, size_in, nsv_in, sem_
         nm += 1
         size[s] += size[a]
         nsv[s] += nsv[a]
+        rank[s] = max(rank[s], rank[a])
         if use_sem:
             for c in range(sem.shape[1]):
                 sem[s, c] += sem[a, c]
@@ -306,7 +353,8 @@ def _agglomerate_kernel(n, eu_in, ev_in, esum_in, ecnt_in, size_in, nsv_in, sem_
                     ecnt[g] += ecnt[f]
                     alive[f] = False
                     version[g] += 1
-                    hsize = _push(hkey, hedge, hver, hsize, esum[g] / ecnt[g], g, version[g])
+                    t1, t2 = _tie(rank, eu[g], ev[g])
+                    hsize = _push(hkey, ht1, ht2, hedge, hver, hsize, _mean(esum[g], ecnt[g]), t1, t2, g, version[g])
                 else:
                     if eu[f] == a:
                         eu[f] = s
@@ -328,7 +376,7 @@ def _agglomerate_kernel(n, eu_in, ev_in, esum_in, ecnt_in, size_in, nsv_in, sem_
         length[a] = 0
     # edges still alive (not merged, not vetoed) with their current ends: the remaining graph
     return (m_a[:nm], m_b[:nm], m_w[:nm], v_a[:nv], v_b[:nv], v_w[:nv], v_r[:nv],
-            alive, eu, ev, esum, ecnt, size, nsv, sem, frozen, passed_up)
+            alive, eu, ev, esum, ecnt, size, nsv, sem, frozen, passed_up, rank)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -481,8 +529,12 @@ def agglomerate(graph: RegionGraph, params: AgglomerationParams | None = None) -
     return res[0]
 
 
-def _run(graph: RegionGraph, params: AgglomerationParams, frozen=None):
-    """Run the kernel; returns (history, raw kernel outputs) — the raw part is for the octree form."""
+def _run(graph: RegionGraph, params: AgglomerationParams, frozen=None, ranks=None):
+    """Run the kernel; returns (history, raw kernel outputs) — the raw part is for the octree form.
+
+    ``ranks`` (int64 per node, default the node positions) break ties between equal means; the
+    octree form passes ranks that order nodes as their ids would in a global run.
+    """
     n = graph.n_nodes
     idx = graph.edge_index()
     cnt = graph.count.astype(np.float64)
@@ -490,16 +542,35 @@ def _run(graph: RegionGraph, params: AgglomerationParams, frozen=None):
         raise InputError("RegionGraph.count must be positive for every edge")
     use_sem = graph.semantic is not None
     sem = graph.semantic if use_sem else np.zeros((n, N_CLASSES), np.float64)
-    fz = np.zeros(n, np.bool_) if frozen is None else np.asarray(frozen, dtype=np.bool_)
-    out = _agglomerate_kernel(
-        n, np.ascontiguousarray(idx[:, 0]), np.ascontiguousarray(idx[:, 1]),
-        graph.aff_sum.astype(np.float64), cnt, graph.sizes.astype(np.float64),
-        graph.supervoxels.astype(np.int64), np.ascontiguousarray(sem, dtype=np.float64), use_sem, fz,
-        float(params.min_affinity), bool(params.constraints), float(params.constraint_threshold),
-        float(params.semantic_min_size), float(params.semantic_min_fraction), _veto_matrix(params.veto_pairs),
-        int(params.size_min_supervoxels_both), int(params.size_max_supervoxels_one))
+    out = run_kernel(n, idx[:, 0], idx[:, 1], quantize_sums(graph.aff_sum), cnt, graph.sizes,
+                     graph.supervoxels, sem, use_sem, frozen, ranks, params)
     ma, mb, mw, va, vb, vw, vr = out[:7]
     hist = MergeHistory(ids=graph.ids.copy(), merges=np.stack([ma, mb], axis=1).astype(np.int64),
                         affinities=mw.copy(), vetoes=np.stack([va, vb], axis=1).astype(np.int64),
                         veto_affinities=vw.copy(), veto_reasons=vr.copy(), params=params.to_dict())
     return hist, out
+
+
+def quantize_sums(aff_sum) -> np.ndarray:
+    """Affinity sums (float64) as the kernel's fixed-point int64 (units of 2**-32)."""
+    return np.rint(np.asarray(aff_sum, np.float64) * SUM_SCALE).astype(np.int64)
+
+
+def run_kernel(n, eu, ev, qsum, count, sizes, nsv, sem, use_sem, frozen, ranks, params: AgglomerationParams):
+    """Run the agglomeration kernel on plain arrays (node positions, int64 fixed-point sums).
+
+    Returns the raw kernel tuple: merges (a, b, mean), vetoes (a, b, mean, reason), then per edge
+    alive, current ends eu, ev, sums, counts, then per node size, supervoxels, semantic, frozen,
+    then per edge passed_up, then per node rank.
+    """
+    fz = np.zeros(n, np.bool_) if frozen is None else np.asarray(frozen, dtype=np.bool_)
+    rk = np.arange(n, dtype=np.int64) if ranks is None else np.asarray(ranks, dtype=np.int64)
+    sem = np.zeros((n, N_CLASSES), np.float64) if sem is None else sem
+    return _agglomerate_kernel(
+        n, np.ascontiguousarray(eu, dtype=np.int64), np.ascontiguousarray(ev, dtype=np.int64),
+        np.ascontiguousarray(qsum, dtype=np.int64), np.ascontiguousarray(count, dtype=np.float64),
+        np.ascontiguousarray(sizes, dtype=np.float64), np.ascontiguousarray(nsv, dtype=np.int64),
+        np.ascontiguousarray(sem, dtype=np.float64), bool(use_sem), fz,
+        float(params.min_affinity), bool(params.constraints), float(params.constraint_threshold),
+        float(params.semantic_min_size), float(params.semantic_min_fraction), _veto_matrix(params.veto_pairs),
+        int(params.size_min_supervoxels_both), int(params.size_max_supervoxels_one), rk)

@@ -2,7 +2,8 @@
 
 The graph is plain arrays so that the chunked (octree) form can build, concatenate and pass up
 parts of it: per edge the *sum* and *count* of the voxel-face affinities (never the mean, so two
-partial edges combine exactly by adding), per node its voxel count, its supervoxel count and its
+partial edges combine exactly by adding; sums are fixed point — each face adds its affinity
+rounded to a multiple of 2**-32 — so they are exact whatever the summation order), per node its voxel count, its supervoxel count and its
 semantic class histogram.
 """
 from __future__ import annotations
@@ -151,6 +152,28 @@ def _face_pairs(dense, aff, Z, Y, X):
     return lo, hi, w
 
 
+#: affinity sums are fixed point: each face adds round(affinity * 2**32) (exact for float32
+#: affinities >= 2**-8, within 2**-33 below), so sums are exact integers whatever the order
+SUM_SCALE = 4294967296.0
+
+
+def quantize(w) -> np.ndarray:
+    """Face affinities as int64 fixed-point values (units of 2**-32)."""
+    return np.rint(np.asarray(w, np.float64) * SUM_SCALE).astype(np.int64)
+
+
+def sum_affinities(inv, w, n) -> np.ndarray:
+    """Per group ``inv`` the exact (order-independent) fixed-point sum of affinities ``w``, as float64."""
+    q = np.zeros(n, np.int64)
+    inv = np.asarray(inv, np.int64)
+    if inv.size:
+        o = np.argsort(inv, kind="stable")
+        si = inv[o]
+        starts = np.flatnonzero(np.r_[True, si[1:] != si[:-1]])
+        q[si[starts]] = np.add.reduceat(quantize(w)[o], starts)
+    return q / SUM_SCALE
+
+
 def _dense_labels(seg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(sorted non-zero ids, int64 array of 1-based positions in ids, 0 for background)."""
     import fastremap
@@ -201,7 +224,7 @@ def region_graph(supervoxels, affinities, semantic=None) -> RegionGraph:
     lo, hi, w = _face_pairs(np.ascontiguousarray(dense), aff, Z, Y, X)
     keys = lo * (n + 1) + hi
     ukeys, inv = np.unique(keys, return_inverse=True)
-    aff_sum = np.bincount(inv, weights=w, minlength=ukeys.size)
+    aff_sum = sum_affinities(inv, w, ukeys.size)
     count = np.bincount(inv, minlength=ukeys.size).astype(np.int64)
     u = ukeys // (n + 1) - 1
     v = ukeys % (n + 1) - 1

@@ -1,0 +1,222 @@
+"""Chunked / octree / distributed segmentation: identical to the global run, resumable, on layers."""
+import numpy as np
+import pytest
+
+from emkit.errors import InputError, LayerExistsError, TaskFailedError
+from emkit.segment import AgglomerationParams, WatershedParams, segment, segment_layers
+from emkit.segment.chunked import ArraySink, ArraySource, MemoryStore, run_chunked
+
+THRESHOLDS = (0.95, 0.8, 0.6, 0.5, 0.4, 0.25, 0.1, 0.0)
+SMALL_WS = WatershedParams(size_threshold=40, dust_size=10)
+CONSTRAINED = AgglomerationParams(semantic_min_size=300, size_min_supervoxels_both=3, size_max_supervoxels_one=8)
+PLAIN = AgglomerationParams(constraints=False)
+
+
+def voronoi(shape, n, seed):
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    seeds = np.ones(shape, bool)
+    idx = rng.choice(np.prod(shape), n, replace=False)
+    seeds.flat[idx] = False
+    _, inds = ndimage.distance_transform_edt(seeds, sampling=(4, 1, 1), return_indices=True)
+    lab = np.zeros(np.prod(shape), np.uint64)
+    lab[idx] = np.arange(1, n + 1)
+    return lab[np.ravel_multi_index(tuple(inds), shape)].reshape(shape)
+
+
+@pytest.fixture(scope="module")
+def cells():
+    from emkit.affinity import noisy_affinities
+
+    gt = voronoi((16, 96, 96), 60, seed=5)
+    sem = (gt % 5 + 1).astype(np.int64)
+    return noisy_affinities(gt, 5), sem
+
+
+@pytest.fixture(scope="module")
+def phantom_case():
+    from emkit.affinity import noisy_affinities
+    from emkit.phantom import make_phantom
+
+    p = make_phantom((16, 96, 96), seed=1, defects=None)
+    return noisy_affinities(p.segmentation, 1), p.semantic.astype(np.int64)
+
+
+def assert_same(glob, chunked):
+    (seg, sv, h), (seg2, sv2, h2) = glob, chunked
+    assert np.array_equal(sv, sv2)  # same supervoxels, same ids
+    assert np.array_equal(seg, seg2)
+    assert np.array_equal(h.ids, h2.ids)
+    assert sorted(h.affinities.tolist()) == sorted(h2.affinities.tolist())  # same merges, same means
+    assert sorted(h.veto_affinities.tolist()) == sorted(h2.veto_affinities.tolist())
+    for t in THRESHOLDS:
+        assert np.array_equal(h.labels_at(t)[1], h2.labels_at(t)[1]), t
+
+
+CHUNKS = [(8, 32, 32), (5, 40, 24), (16, 96, 96), (16, 16, 96), (3, 96, 11)]
+
+
+@pytest.mark.parametrize("chunk", CHUNKS)
+@pytest.mark.parametrize("constraints", [False, True])
+def test_chunked_equals_global_on_voronoi_cells(cells, chunk, constraints):
+    aff, sem = cells
+    kw = dict(semantic=sem, agglomeration_params=CONSTRAINED) if constraints else dict(agglomeration_params=PLAIN)
+    glob = segment(aff, watershed_params=SMALL_WS, **kw)
+    if constraints:
+        assert len(glob[2].veto_reasons) > 20  # the constraints act
+    assert_same(glob, segment(aff, watershed_params=SMALL_WS, chunk_size=chunk, **kw))
+
+
+@pytest.mark.parametrize("chunk", [(8, 32, 32), (5, 40, 24), (16, 16, 96)])
+def test_chunked_equals_global_on_a_phantom_with_constraints(phantom_case, chunk):
+    aff, sem = phantom_case
+    glob = segment(aff, semantic=sem, watershed_params=SMALL_WS, agglomeration_params=CONSTRAINED)
+    assert set(glob[2].veto_reasons.tolist()) == {1, 2}  # size and semantic vetoes both happen
+    assert_same(glob, segment(aff, semantic=sem, watershed_params=SMALL_WS, agglomeration_params=CONSTRAINED,
+                              chunk_size=chunk))
+
+
+@pytest.mark.parametrize("wp", [WatershedParams(), WatershedParams(size_threshold=0, dust_size=0, low=0.3, high=0.7),
+                                WatershedParams(size_threshold=10, dust_size=3, low=0.2, high=0.8, drop_dust=True)])
+def test_chunked_equals_global_with_plateaus_and_ties(wp):
+    # affinities on 4 levels: large plateaus below `high` crossing chunk faces, many equal means
+    rng = np.random.default_rng(3)
+    aff = (np.round(rng.random((3, 10, 30, 30)) * 3) / 3).astype(np.float32)
+    glob = segment(aff, watershed_params=wp, agglomeration_params=PLAIN)
+    for chunk in [(4, 8, 8), (3, 7, 11)]:
+        store = MemoryStore()
+        sink = ArraySink(aff.shape[1:])
+        h, _ = run_chunked(ArraySource(aff), aff.shape[1:], chunk, watershed_params=wp, agglomeration_params=PLAIN,
+                           store=store, sink=sink)
+        if wp.low == 0.3:
+            assert store.get("plateaus")["a"].size > 0  # crossing plateaus were divided globally
+        assert_same(glob, (sink.segmentation, sink.supervoxels, h))
+
+
+class RecordingStore(MemoryStore):
+    def __init__(self):
+        super().__init__()
+        self.reads = []
+
+    def get(self, key):
+        self.reads.append(key)
+        return super().get(key)
+
+
+def test_levels_above_the_leaves_carry_only_boundary_graphs(cells):
+    from emkit.segment import chunked
+
+    aff, _ = cells
+    store = RecordingStore()
+    plan = chunked.ChunkPlan((16, 96, 96), (8, 32, 32))
+    assert plan.grid == (2, 3, 3) and plan.top == 2
+    h, executed = run_chunked(ArraySource(aff), aff.shape[1:], (8, 32, 32), watershed_params=SMALL_WS,
+                              agglomeration_params=PLAIN, store=store, sink=None)
+    assert {k: v for k, v in executed.items() if k != "seconds"} == {
+        "leaves": 18, "plateaus": 1, "level0": 18, "level1": 4, "level2": 1}
+    # octree levels read only the children's boundary graphs and the 2D face arrays, never voxels
+    level_reads = store.reads[store.reads.index("plateaus"):]
+    level_reads = level_reads[:min(i for i, k in enumerate(level_reads) if k.startswith("result/"))]  # history
+    assert not any(k.startswith("frag/") for k in level_reads)
+    assert {k.split("/")[0] for k in level_reads} <= {"plateaus", "leaf", "state", "face"}
+    assert all(v.ndim <= 2 for k, v in store.data.items() if k.startswith("face/") for v in v.values())
+    up = [sum(v["u_id"].size for k, v in store.data.items() if k.startswith(f"state/{L}/")) for L in range(3)]
+    frags = sum(v["ids"].size for k, v in store.data.items() if k.startswith("leaf/"))
+    assert frags > up[0] > up[1] > up[2] == 0  # nothing frozen at the top
+
+
+# ------------------------------------------------------------------ layers, dask, resume --------
+@pytest.fixture
+def aff_layer(tmp_path, cells):
+    from emkit.io import Layer
+
+    aff, sem = cells
+    url = str(tmp_path / "aff")
+    Layer.create(url, "affinities", aff.shape[1:], chunk_size=(8, 48, 48), voxel_offset=(2, 0, 5)).write(aff)
+    Layer.create(str(tmp_path / "sem"), "segmentation", aff.shape[1:], voxel_offset=(2, 0, 5)).write(sem.astype(np.uint64))
+    return url
+
+
+def read(url):
+    from emkit.io import Layer
+
+    return Layer.open(url).read()
+
+
+def test_layers_serial_and_dask_equal_the_array_result(tmp_path, aff_layer, cells):
+    from emkit.runtime import Cluster
+    from emkit.segment import load_history
+
+    aff, sem = cells
+    seg, sv, h = segment(aff, semantic=sem, threshold=0.4, watershed_params=SMALL_WS, agglomeration_params=CONSTRAINED)
+    kw = dict(semantic_url=str(tmp_path / "sem"), threshold=0.4, chunk_size=(8, 48, 48), watershed_params=SMALL_WS,
+              agglomeration_params=CONSTRAINED, progress=False)
+    rep = segment_layers(aff_layer, tmp_path / "serial", workers=0, **kw)
+    assert np.array_equal(read(rep["supervoxels"]), sv) and np.array_equal(read(rep["segmentation"]), seg)
+    assert rep["n_supervoxels"] == sv.max() and rep["executed"]["leaves"] == 8
+    with Cluster(n_workers=2, quiet=True) as cluster:
+        rep2 = segment_layers(aff_layer, tmp_path / "dask", client=cluster, **kw)
+    assert np.array_equal(read(rep2["supervoxels"]), sv) and np.array_equal(read(rep2["segmentation"]), seg)
+    h2 = load_history(tmp_path / "dask")
+    for t in THRESHOLDS:
+        assert np.array_equal(h2.labels_at(t)[1], h.labels_at(t)[1])
+    from emkit.io import Layer
+
+    assert Layer.open(rep2["segmentation"]).voxel_offset == (2, 0, 5)
+
+
+def test_resume_recomputes_only_missing_pieces(tmp_path, aff_layer, cells, monkeypatch):
+    from emkit.runtime import Markers
+    from emkit.segment import chunked
+
+    aff, _ = cells
+    seg, sv, _ = segment(aff, watershed_params=SMALL_WS, agglomeration_params=PLAIN)
+    calls = {"n": 0}
+    original = chunked.BoxTask.__call__
+
+    def flaky(self, box, read_bbox):
+        if self.level == 0:
+            calls["n"] += 1
+            if calls["n"] > 5:
+                raise OSError("worker lost")
+        return original(self, box, read_bbox)
+
+    monkeypatch.setattr(chunked.BoxTask, "__call__", flaky)
+    kw = dict(chunk_size=(5, 40, 40), watershed_params=SMALL_WS, agglomeration_params=PLAIN, workers=0, progress=False)
+    with pytest.raises(TaskFailedError, match="worker lost"):
+        segment_layers(aff_layer, tmp_path / "out", **kw)
+    monkeypatch.setattr(chunked.BoxTask, "__call__", original)
+    markers = tmp_path / "out" / ".emkit" / "segment" / "markers"
+    assert Markers(markers / "leaves").count() == 36 and Markers(markers / "level0").count() == 5
+    rep = segment_layers(aff_layer, tmp_path / "out", **kw)  # same arguments: resumes
+    assert rep["executed"]["leaves"] == 0 and rep["executed"]["plateaus"] == 0
+    assert rep["executed"]["level0"] == 36 - 5 and rep["executed"]["relabel"] == 36
+    assert np.array_equal(read(rep["supervoxels"]), sv) and np.array_equal(read(rep["segmentation"]), seg)
+    # a finished run is not overwritten by accident; other parameters on an unfinished run are refused
+    with pytest.raises(LayerExistsError, match="overwrite"):
+        segment_layers(aff_layer, tmp_path / "out", **kw)
+    rep = segment_layers(aff_layer, tmp_path / "out", **{**kw, "chunk_size": (16, 96, 96)}, overwrite=True)
+    assert rep["executed"]["leaves"] == 1 and np.array_equal(read(rep["segmentation"]), seg)
+
+
+def test_bad_inputs(tmp_path, aff_layer, cells):
+    from emkit.io import Layer
+
+    aff, _ = cells
+    with pytest.raises(InputError, match="threshold"):
+        segment(aff, threshold=1.5)
+    with pytest.raises(InputError, match="threshold"):
+        segment_layers(aff_layer, tmp_path / "o", threshold=-0.1, workers=0, progress=False)
+    Layer.create(str(tmp_path / "img"), "image", (4, 8, 8)).write(np.zeros((4, 8, 8), np.uint8))
+    with pytest.raises(InputError, match="affinities layer"):
+        segment_layers(str(tmp_path / "img"), tmp_path / "o", workers=0, progress=False)
+    Layer.create(str(tmp_path / "sem_small"), "segmentation", (4, 8, 8))
+    with pytest.raises(InputError, match="size"):
+        segment_layers(aff_layer, tmp_path / "o", semantic_url=str(tmp_path / "sem_small"), workers=0, progress=False)
+    with pytest.raises(InputError, match="semantic"):
+        segment(aff, semantic=np.zeros((2, 2, 2), np.int64))
+    # a foreign layer where an output goes is refused
+    Layer.create(str(tmp_path / "taken" / "segmentation"), "segmentation", (4, 8, 8))
+    with pytest.raises(LayerExistsError, match="segmentation"):
+        segment_layers(aff_layer, tmp_path / "taken", workers=0, progress=False)
