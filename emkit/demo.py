@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from .io import join_url, layer_exists
 
-__all__ = ["DemoResult", "run_demo", "dataset_layers"]
+__all__ = ["DemoResult", "run_demo", "dataset_layers", "dataset_affinities"]
 
 
 @dataclass
@@ -35,8 +35,16 @@ def dataset_layers(out_dir: str) -> dict[str, str]:
     return find_layers(out_dir)
 
 
-def _affinities(out_dir: str, aff_url: str, model: str | None, seed: int, progress: bool) -> str:
-    """Write ``aff_url`` from the boundary net, or from noisy ground truth; return which."""
+def dataset_affinities(out_dir: str, aff_url: str | None = None, *, model: str | None = None, seed: int = 0,
+                       progress: bool = True) -> str:
+    """Write the affinities of a phantom dataset folder; return where they came from.
+
+    With a boundary ``model`` (name or checkpoint), or the shipped ``boundary`` net when one is
+    installed, the affinities are predicted from ``OUT_DIR/image``; otherwise they are noisy
+    affinities derived from ``OUT_DIR/gt/image_frame/segmentation`` (:func:`emkit.affinity.noisy_affinities`).
+    ``aff_url`` defaults to ``OUT_DIR/affinities``.
+    """
+    aff_url = aff_url or join_url(out_dir, "affinities")
     from .io import Layer
     from .nets import available_models
 
@@ -91,7 +99,7 @@ def run_demo(out_dir: str, *, size=(64, 256, 256), seed: int = 0, defects="defau
     aff_url = join_url(out_dir, "affinities")
     t = time.perf_counter()
     if overwrite or not layer_exists(aff_url):
-        res.affinity_source = _affinities(out_dir, aff_url, model, seed, progress)
+        res.affinity_source = dataset_affinities(out_dir, aff_url, model=model, seed=seed, progress=progress)
         res.timings["affinities"] = time.perf_counter() - t
     else:
         res.reused.append("affinities")

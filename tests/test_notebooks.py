@@ -9,7 +9,7 @@ NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 # small parameters per notebook (the notebooks' own defaults are already quick)
 OVERRIDES = {
-    "00_quickstart.ipynb": "SIZE = (12, 128, 128)\nSEED = 1\nOUT_DIR = {tmp!r}\nSERVE = True\n",
+    "00_quickstart.ipynb": "SIZE = (12, 128, 128)\nSEED = 1\nOUT_DIR = {tmp!r}\nTHRESHOLD = 0.5\nSERVE = True\n",
     "01_phantom_and_defects.ipynb": "SIZE = (16, 128, 128)\nSEED = 2\nDEFECTS = 'default'\n",
 }
 # notebooks with their own test module (it runs them and checks their outputs)
