@@ -30,7 +30,9 @@ demo: install
 test: install system-deps
 	$(BIN)/python -m pytest -q --timeout=900
 
+# benchmarks measure against peers (waterz builds C++ on install, so it is not in `make test`)
 bench: install
+	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python benchmarks/run_all.py
 
 clean:
