@@ -1,4 +1,5 @@
-"""Scores of a segmentation against ground truth: VOI, adapted Rand error, worst objects."""
+"""Scores of a segmentation against ground truth: VOI, adapted Rand error, worst objects; per-class IoU of
+semantic labels."""
 from emkit.evaluate.metrics import (
     Contingency,
     adapted_rand_error,
@@ -9,6 +10,7 @@ from emkit.evaluate.metrics import (
     worst_splits,
 )
 from emkit.evaluate.sweep import best_threshold, cut_contingency, sweep
+from emkit.evaluate.semantic import SEMANTIC_CLASS_NAMES, semantic_classes, semantic_iou
 
 __all__ = ["Contingency", "contingency", "voi", "adapted_rand_error", "worst_splits", "worst_merges", "evaluate",
-           "sweep", "cut_contingency", "best_threshold"]
+           "sweep", "cut_contingency", "best_threshold", "semantic_iou", "semantic_classes", "SEMANTIC_CLASS_NAMES"]
