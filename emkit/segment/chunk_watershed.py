@@ -27,6 +27,7 @@ import numpy as np
 
 from emkit.segment.region_graph import N_CLASSES, quantize
 from emkit.segment.watershed import _steepest
+from emkit.segment._unionfind import find as _find
 
 __all__ = ["chunk_fragments", "resolve_plateaus", "HALO", "FRAG_SHIFT"]
 
@@ -34,17 +35,6 @@ __all__ = ["chunk_fragments", "resolve_plateaus", "HALO", "FRAG_SHIFT"]
 HALO = 2
 #: fragment id = leaf index << FRAG_SHIFT | local id (local ids 1..2**32-1)
 FRAG_SHIFT = 32
-
-@numba.njit(cache=True, nogil=True)
-def _find(parent, a):
-    r = a
-    while parent[r] != r:
-        r = parent[r]
-    while parent[a] != r:
-        nxt = parent[a]
-        parent[a] = r
-        a = nxt
-    return r
 
 
 @numba.njit(cache=True, nogil=True)

@@ -43,6 +43,7 @@ import numpy as np
 
 from emkit.segment.agglomerate import _components, run_kernel
 from emkit.segment.region_graph import N_CLASSES
+from emkit.segment._unionfind import find as _find
 
 __all__ = ["process_box", "empty_state", "touches", "UNIT_KEYS", "EDGE_KEYS", "FMAP_KEYS"]
 
@@ -82,16 +83,6 @@ def touches(bbox: np.ndarray, box_start, box_stop, volume_shape) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ kernels ---------------------
-@numba.njit(cache=True, nogil=True)
-def _find(parent, a):
-    r = a
-    while parent[r] != r:
-        r = parent[r]
-    while parent[a] != r:
-        nxt = parent[a]
-        parent[a] = r
-        a = nxt
-    return r
 
 
 @numba.njit(cache=True, nogil=True)

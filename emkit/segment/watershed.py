@@ -38,6 +38,7 @@ import numpy as np
 
 from emkit.errors import InputError
 from emkit.segment.params import WatershedParams
+from emkit.segment._unionfind import find as _find
 
 __all__ = ["watershed", "check_affinities"]
 
@@ -238,18 +239,6 @@ def _basin_edges(label, aff, min_aff, Z, Y, X, roots, root_size, small):
                         vox[i] = v * 3 + c
                         i += 1
     return ea, eb, ew, vox
-
-
-@numba.njit(cache=True, nogil=True)
-def _find(parent, a):
-    r = a
-    while parent[r] != r:
-        r = parent[r]
-    while parent[a] != r:
-        nxt = parent[a]
-        parent[a] = r
-        a = nxt
-    return r
 
 
 @numba.njit(cache=True, nogil=True)
