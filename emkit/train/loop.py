@@ -190,6 +190,8 @@ class Trainer:
     def __init__(self, config: TrainConfig, *, resume: bool = False, command: str | None = None):
         import torch
 
+        self.git_revision = _git_revision()  # the code this run started with, not what HEAD is at a later save
+
         from ..nets import NetConfig, RSUNet, boundary_heads
         from ..nets.config import HeadSpec
         from .presets import PHANTOM_TRAIN_SEEDS, PHANTOM_VAL_SEED, prepare_phantoms
@@ -382,7 +384,7 @@ class Trainer:
         return v["loss"]
 
     def _extra(self, metrics=None) -> dict:
-        return {"command": self.command, "seed": self.config.seed, "git_revision": _git_revision(),
+        return {"command": self.command, "seed": self.config.seed, "git_revision": self.git_revision,
                 "iteration": self.iteration, "task": self.config.task, "metrics": metrics,
                 "train_config": self.config.to_dict(), "validation_source": self.val_note}
 
