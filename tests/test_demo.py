@@ -24,11 +24,18 @@ def test_demo_runs_pipeline_and_reuses(tmp_path, capsys):
 
 def test_demo_scores_and_link(tmp_path):
     from emkit.demo import run_demo
+    from emkit.evaluate import evaluate
     from emkit.view import serve
 
-    res = run_demo(str(tmp_path / "d"), size=(8, 96, 96), defects="none", progress=False)
+    res = run_demo(str(tmp_path / "d"), size=(12, 128, 128), seed=3, defects="none", progress=False)
     assert {"image", "affinities", "seg/segmentation", "gt/image_frame/segmentation"} <= set(res.layers)
-    assert 0 <= res.scores["arand"] < 0.5 and json.dumps(res.scores, allow_nan=True)
+    aff = Layer.open(res.layers["affinities"])
+    assert aff.kind.name == "affinities" and 0.05 < float(aff.read().mean()) < 0.99
+    seg = Layer.open(res.layers["seg/segmentation"]).read()
+    gt = Layer.open(res.layers["gt/image_frame/segmentation"]).read()
+    want = evaluate(seg, gt, k=5)
+    assert res.scores["arand"] == want["arand"] and res.scores["voi_split"] == want["voi_split"]
+    assert json.dumps(res.scores, allow_nan=True)
     with serve(res.out_dir) as handle:
         page = urllib.request.urlopen(handle.url, timeout=10).read()
         assert b"<html" in page.lower() or b"<!doctype" in page.lower()
