@@ -4,7 +4,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SKIP = {"run_all.py", "report.py", "real_em.py"}
+SKIP = {"run_all.py", "report.py", "real_em.py", "gpu_check.py"}  # gpu_check needs a GPU (tools/device_run.sh)
 
 for script in sorted(HERE.glob("*.py")):
     if script.name in SKIP or script.name.startswith("_"):

@@ -72,3 +72,20 @@ def test_head_losses_use_each_heads_channels():
                                "semantic": (tgt_s, torch.ones_like(tgt_s))}, cfg)
     assert float(out["semantic"]) < 1e-6          # plain BCE (no margin) for semantic classes
     assert float(out["affinity"]) == pytest.approx(math.log(2), rel=1e-6)  # mean over valid channel-voxels
+
+
+def test_semantic_rebalancing_on_request():
+    from emkit.nets import NetConfig, semantic_heads
+    from emkit.train.losses import bce_loss, head_losses
+
+    cfg = NetConfig(widths=(2, 4), heads=semantic_heads(), patch_size=(2, 8, 8), resolution=(40, 8, 8))
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(1, 5, 2, 8, 8, generator=g)
+    t = torch.zeros(1, 5, 2, 8, 8)
+    t[:, 0, :, :2] = 1                                     # a rare class
+    t[:, 1, :, 2:] = 1
+    v = torch.ones_like(t)
+    plain = head_losses(logits, {"semantic": (t, v)}, cfg)["semantic"]
+    reb = head_losses(logits, {"semantic": (t, v)}, cfg, rebalance=("semantic",))["semantic"]
+    assert torch.allclose(plain, bce_loss(logits, t, v))
+    assert torch.allclose(reb, bce_loss(logits, t, v, rebalance=True)) and not torch.allclose(plain, reb)

@@ -220,3 +220,28 @@ def test_bad_inputs(tmp_path, aff_layer, cells):
     Layer.create(str(tmp_path / "taken" / "segmentation"), "segmentation", (4, 8, 8))
     with pytest.raises(LayerExistsError, match="segmentation"):
         segment_layers(aff_layer, tmp_path / "taken", workers=0, progress=False)
+
+
+def test_semantic_probabilities_act_as_their_classes(tmp_path, aff_layer, cells, rng):
+    """The semantic net's 5-channel probabilities (as `emkit infer semantic` writes them) constrain the
+    agglomeration exactly as the classes they argmax to, in the array and the layer form."""
+    from emkit.io import Layer
+
+    aff, sem = cells
+    prob = rng.random((5, *sem.shape)).astype(np.float32) * 0.5
+    for c in range(5):   # the true class wins, by a random margin
+        prob[c][sem == c + 1] += 0.5
+    by_class = segment(aff, semantic=sem, threshold=0.4, watershed_params=SMALL_WS, agglomeration_params=CONSTRAINED)
+    by_prob = segment(aff, semantic=prob, threshold=0.4, watershed_params=SMALL_WS, agglomeration_params=CONSTRAINED)
+    assert_same(by_class, by_prob)
+    assert set(by_prob[2].veto_reasons.tolist()) >= {2}    # the semantic constraint did act
+    Layer.create(str(tmp_path / "prob"), "probability", sem.shape, num_channels=5, voxel_offset=(2, 0, 5),
+                 chunk_size=(8, 48, 48)).write(prob)
+    rep = segment_layers(aff_layer, tmp_path / "o", semantic_url=str(tmp_path / "prob"), threshold=0.4,
+                         chunk_size=(8, 48, 48), watershed_params=SMALL_WS, agglomeration_params=CONSTRAINED,
+                         workers=0, progress=False)
+    assert np.array_equal(read(rep["segmentation"]), by_class[0])
+    Layer.create(str(tmp_path / "prob3"), "probability", sem.shape, num_channels=3, voxel_offset=(2, 0, 5)).write(
+        prob[:3])
+    with pytest.raises(InputError, match="5 float channels"):
+        segment_layers(aff_layer, tmp_path / "o3", semantic_url=str(tmp_path / "prob3"), workers=0, progress=False)

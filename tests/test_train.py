@@ -90,6 +90,62 @@ def test_sampler_masks(phantom_ds):
     assert a["image"].shape == (8, 32, 32) and all(np.array_equal(a[k], b[k]) for k in a)
 
 
+def _synthetic_volume(shape=(8, 64, 64)):
+    """An in-memory semantic volume: class 5 only in a 6-voxel-wide band at the x edge."""
+    from emkit.train.sampler import Volume
+
+    sem = np.full(shape, 2, np.uint8)
+    sem[:, :, :shape[2] // 2] = 3
+    sem[:, :, -6:] = 5
+    rng = np.random.default_rng(0)
+    arrays = {"image": rng.integers(0, 255, shape).astype(np.uint8), "semantic": sem,
+              "labels": np.ones(shape, np.uint64)}
+    return Volume(url="mem://synthetic", resolution=(40.0, 8.0, 8.0), size=shape,
+                  layers={k: None for k in arrays}, arrays=arrays)
+
+
+def test_sampler_reaches_the_edges_and_balances_classes():
+    """Output patches reach the region's edges (context past them is zero and masked); with
+    balance='classes' each class is the centre class equally often, so an edge band is sampled."""
+    vol = _synthetic_volume()
+    read = lambda ps: tuple(p + 20 for p in ps)  # noqa: E731 - context an augmenter would need
+    uni = PatchSampler([vol], (4, 16, 16), read_size=read)
+    starts = np.array([uni._draw_start(np.random.default_rng(i))[1] for i in range(400)])
+    assert starts[:, 2].min() == 0 and starts[:, 2].max() == 64 - 16     # edges reachable
+    s = uni.read_padded(vol, uni.items[0][1], __import__("emkit.geometry", fromlist=["Bbox"]).Bbox(
+        (-2, -10, -10), (6, 26, 26)))
+    assert s["image"].shape == (8, 36, 36) and (s["mask"][:2] == 0).all() and (s["image"][:, :10] == 0).all()
+    assert (s["mask"][2:, 10:, 10:] == 1).all()
+    bal = PatchSampler([vol], (4, 16, 16), read_size=read, balance="classes")
+    has_band = []
+    for i in range(300):
+        smp = bal.sample(np.random.default_rng(i))
+        assert smp["image"].shape == (4, 16, 16)
+        has_band.append(bool((smp["semantic"] == 5).any()))
+    u = [bool((uni.sample(np.random.default_rng(i))["semantic"] == 5).any()) for i in range(300)]
+    # a third of the balanced patches are drawn at the band (plus the uniform share); uniform: 6 of 49 starts
+    assert np.mean(has_band) > 0.3 and np.mean(u) < 0.2
+    with pytest.raises(InputError, match="balance"):
+        PatchSampler([vol], (4, 16, 16), balance="rare")
+
+
+def test_fine_tuning_from_weights_and_semantic_rebalancing(phantom_ds, tmp_path):
+    _, d = phantom_ds
+    first = Trainer(TrainConfig(task="semantic", data=(d,), iterations=2, val_interval=2, checkpoint_interval=2,
+                                out_dir=str(tmp_path / "a"), output_1x1=True, **TINY)).run()
+    tuned = Trainer(TrainConfig(task="semantic", data=(d,), iterations=1, val_interval=1, checkpoint_interval=1,
+                                init=str(tmp_path / "a" / "best.pt"), rebalance_semantic=True, widths=(2, 4),
+                                out_dir=str(tmp_path / "b"), **{k: v for k, v in TINY.items() if k != "widths"}))
+    assert tuned.net_config == first.model.config                  # the checkpoint's net, not widths=(2, 4)
+    for k, v in first.model.state_dict().items():
+        assert torch.equal(tuned.model.state_dict()[k].cpu(), v.cpu())
+    log = tuned.run().log
+    assert log["train_config"]["rebalance_semantic"] and log["train_config"]["init"].endswith("best.pt")
+    with pytest.raises(InputError, match="no 'affinity' head"):
+        Trainer(TrainConfig(data=(d,), iterations=1, init=str(tmp_path / "a" / "best.pt"),
+                            out_dir=str(tmp_path / "c"), **TINY))
+
+
 def test_training_reduces_loss(phantom_ds, tmp_path):
     _, d = phantom_ds
     cfg = TrainConfig(data=(d,), iterations=30, val_interval=30, checkpoint_interval=30, seed=0,
@@ -118,6 +174,24 @@ def test_resume_continues_identically(phantom_ds, tmp_path):
     log = tr.run().log
     assert log["train"]["iteration"] == [1, 2, 3, 4, 5, 6]
     assert log["train"]["loss"] == full                   # bit-identical continuation
+
+
+def test_prefetch_workers_give_the_same_training(phantom_ds, tmp_path):
+    """Batches made ahead in forked workers are the batches of workers=0: identical losses, also
+    across a resume; bad worker counts are refused."""
+    _, d = phantom_ds
+    base = TrainConfig(data=(d,), iterations=5, val_interval=5, checkpoint_interval=5, seed=2,
+                       out_dir=str(tmp_path / "serial"), **TINY)
+    serial = Trainer(base).run().log
+    par = Trainer(replace(base, workers=2, out_dir=str(tmp_path / "par"))).run().log
+    assert par["train"]["loss"] == serial["train"]["loss"]
+    assert par["validation"] == serial["validation"]
+    assert json.loads((tmp_path / "par" / "log.json").read_text())["train_config"]["workers"] == 2
+    tr = Trainer(replace(base, workers=1, iterations=8, out_dir=str(tmp_path / "par")), resume=True)
+    more = tr.run().log["train"]
+    assert more["iteration"] == list(range(1, 9)) and more["loss"][:5] == serial["train"]["loss"]
+    with pytest.raises(InputError, match="workers"):
+        TrainConfig(data=(d,), workers=-1)
 
 
 def test_isotropic_user_volume(iso_ds, tmp_path):

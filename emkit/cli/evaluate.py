@@ -1,4 +1,5 @@
-"""``emkit evaluate SEG_URL GT_URL``: score a segmentation layer against ground truth, as JSON."""
+"""``emkit evaluate SEG_URL GT_URL``: score a segmentation (or, with ``--semantic``, semantic labels)
+against ground truth, as JSON."""
 from __future__ import annotations
 
 import json
@@ -12,13 +13,20 @@ def register(sub) -> None:
                     "voi_split, voi_merge, voi (bits), arand (adapted Rand error), its precision and recall, "
                     "and the worst split (ground-truth ids) and merged (segmentation ids) objects. Voxels "
                     "whose ground truth is 0 are not counted. Both layers must have the same size, voxel "
-                    "offset and resolution.")
+                    "offset and resolution. With --semantic, SEG_URL holds semantic classes (one integer "
+                    "channel, 0..5) or the semantic net's probabilities (5 channels, as 'emkit infer semantic' "
+                    "writes them; the most probable class is taken) and GT_URL the true classes; the JSON gives "
+                    "the IoU of each class (soma, axon, dendrite, glia, vessel) and their mean, over voxels "
+                    "whose true class is not 0.")
     p.add_argument("seg_url", metavar="SEG_URL", help="segmentation layer URL or local path")
     p.add_argument("gt_url", metavar="GT_URL", help="ground-truth segmentation layer URL or local path")
     p.add_argument("--bbox", metavar="Z0:Z1,Y0:Y1,X0:X1",
                    help="half-open box in voxels in layer coordinates (voxel offset included); default: all")
     p.add_argument("--worst", metavar="K", type=int, default=10,
                    help="how many worst split and merged objects to list (default 10)")
+    p.add_argument("--semantic", action="store_true",
+                   help="score semantic labels (per-class IoU) instead of a segmentation")
+    p.add_argument("--mask", metavar="URL", help="with --semantic: count only voxels where this mask layer is nonzero")
     p.set_defaults(func=run)
 
 
@@ -54,6 +62,15 @@ def run(args) -> int:
 
     if args.worst < 0:
         raise InputError(f"--worst must be >= 0, got {args.worst}")
+    if args.semantic:
+        from ..evaluate.semantic_layers import semantic_iou_layers
+
+        res = semantic_iou_layers(args.seg_url, args.gt_url, bbox=parse_bbox(args.bbox) if args.bbox else None,
+                                  mask_url=args.mask)
+        print(json.dumps(_json_safe(res), indent=2, allow_nan=False))
+        return 0
+    if args.mask:
+        raise InputError("--mask is for --semantic scores only")
     seg = Layer.open(args.seg_url)
     gt = Layer.open(args.gt_url)
     _check_same_grid(seg, gt)

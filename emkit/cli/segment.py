@@ -14,7 +14,8 @@ def register(sub) -> None:
     p.add_argument("aff_url", metavar="AFF_URL", help="affinities layer (3 channels z, y, x, float32)")
     p.add_argument("out_dir", metavar="OUT_DIR", help="output folder (path or URL)")
     p.add_argument("--semantic", metavar="URL", default=None,
-                   help="semantic labels layer (classes 0..5, same size) for the semantic constraint")
+                   help="semantic classes layer (0..5) or the semantic net's 5-channel probabilities (same size) "
+                        "for the semantic constraint")
     p.add_argument("--threshold", type=float, default=None, metavar="T",
                    help="mean affinity at which the merge history is cut (default 0.5)")
     p.add_argument("--chunk", default=None, metavar="Z,Y,X", help="task chunk size in voxels (default 32,128,128)")

@@ -30,12 +30,24 @@ def register(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     p.add_argument("--device", default=None, help="cpu, cuda or auto (default cpu)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="processes that prepare the next batches (sampling, augmentation, targets) while the net "
+                        "trains; keeps a GPU busy (default 0: in the training process; same batches either way)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None, help="AMSGrad learning rate (paper: 0.001)")
     p.add_argument("--widths", type=_vec, default=None, metavar="W0,W1,...", help="feature maps per level")
     p.add_argument("--patch", type=_vec, default=None, metavar="Z,Y,X", help="training patch (default: from resolution)")
     p.add_argument("--heads", default=None, help="head kinds, e.g. affinity,long_range,myelin")
     p.add_argument("--augment", default=None, help="augmentation preset: boundary, semantic, none (default: task)")
+    p.add_argument("--init", default=None, metavar="MODEL",
+                   help="start from these weights (fine-tuning): a checkpoint path or a shipped model name; the net's "
+                        "configuration is the checkpoint's")
+    p.add_argument("--rebalance-semantic", action="store_true", default=None,
+                   help="class rebalancing of the semantic channels (not in the paper; helps rare classes)")
+    p.add_argument("--balance", default=None, choices=("auto", "none", "classes"),
+                   help="where patches fall: 'classes' centres them on a voxel of a semantic class drawn uniformly "
+                        "(rare classes seen as often as common ones), 'none' uniform; default auto: classes for "
+                        "semantic nets, none for boundary nets")
     p.add_argument("--input-masks", default=None, help="mask names zeroed in the input, comma-separated")
     p.add_argument("--loss-masks", default=None, help="mask names excluded from the loss (default: auto)")
     p.add_argument("--val-interval", type=int, default=None)
@@ -54,10 +66,12 @@ def run(args) -> int:
     kw = preset_overrides(args.preset, args.task)
     given = {
         "data": tuple(args.data), "val_data": tuple(args.val_data), "iterations": args.iterations,
-        "seed": args.seed, "device": args.device, "threads": args.threads, "batch_size": args.batch_size,
+        "seed": args.seed, "device": args.device, "threads": args.threads, "workers": args.workers,
+        "batch_size": args.batch_size,
         "lr": args.lr, "widths": args.widths, "patch_size": args.patch,
         "heads": tuple(h for h in args.heads.split(",") if h) if args.heads else None,
-        "augment": args.augment,
+        "augment": args.augment, "balance": args.balance, "init": args.init,
+        "rebalance_semantic": args.rebalance_semantic,
         "input_masks": tuple(m for m in args.input_masks.split(",") if m) if args.input_masks else None,
         "loss_masks": args.loss_masks, "val_interval": args.val_interval,
         "checkpoint_interval": args.checkpoint_interval, "phantom_size": args.phantom_size,
@@ -98,6 +112,6 @@ def _resumed_config(args, given):
     if not last.is_file():
         raise InputError(f"cannot resume: {last} does not exist")
     saved = TrainConfig.from_dict(load_checkpoint(last)["training"]["train_config"])
-    keep = {k: given[k] for k in ("iterations", "device", "threads", "val_interval", "checkpoint_interval")
+    keep = {k: given[k] for k in ("iterations", "device", "threads", "workers", "val_interval", "checkpoint_interval")
             if given[k] is not None}
     return replace(saved, out_dir=args.out, progress=not args.no_progress, **keep)

@@ -11,7 +11,7 @@ import numpy as np
 
 from emkit.errors import InputError
 
-__all__ = ["SEMANTIC_CLASS_NAMES", "semantic_classes", "semantic_iou"]
+__all__ = ["SEMANTIC_CLASS_NAMES", "semantic_classes", "semantic_confusion", "iou_from_confusion", "semantic_iou"]
 
 SEMANTIC_CLASS_NAMES = {1: "soma", 2: "axon", 3: "dendrite", 4: "glia", 5: "vessel"}
 """Class id → name of the five semantic classes (0 is background)."""
@@ -35,8 +35,11 @@ def semantic_classes(probabilities: np.ndarray) -> np.ndarray:
     return (p.argmax(axis=0) + 1).astype(np.uint8)
 
 
-def semantic_iou(pred, gt, ignore_gt=(0,), mask=None) -> dict:
-    """Per-class IoU of predicted semantic classes against ground truth (JSON-able dict).
+def semantic_confusion(pred, gt, ignore_gt=(0,), mask=None) -> np.ndarray:
+    """6 × 6 table of voxel counts ``conf[p, g]``: predicted class ``p`` where the truth is ``g``.
+
+    Tables of disjoint blocks add up, so a volume is scored chunk by chunk
+    (:func:`semantic_iou_layers`) with the same result as in one piece.
 
     Parameters
     ----------
@@ -46,9 +49,7 @@ def semantic_iou(pred, gt, ignore_gt=(0,), mask=None) -> dict:
 
     Returns
     -------
-    dict with ``per_class``: ``{name: {"class", "iou", "intersection", "union", "gt_voxels",
-    "pred_voxels"}}`` for the five classes (``iou`` is None for a class absent from both),
-    ``mean_iou`` (mean over classes present in either; None if none), ``n_voxels`` (counted).
+    int64 ``(6, 6)`` array, rows predicted class, columns true class.
     """
     pred, gt = np.asarray(pred), np.asarray(gt)
     if pred.shape != gt.shape:
@@ -66,8 +67,14 @@ def semantic_iou(pred, gt, ignore_gt=(0,), mask=None) -> dict:
         ok &= m != 0
     p = pred[ok].astype(np.int64)
     g = gt[ok].astype(np.int64)
-    # 6 × 6 confusion table of (pred, gt) in one bincount
-    conf = np.bincount(p * 6 + g, minlength=36).reshape(6, 6)
+    return np.bincount(p * 6 + g, minlength=36).reshape(6, 6)
+
+
+def iou_from_confusion(conf) -> dict:
+    """Per-class IoU and their mean from a :func:`semantic_confusion` table (see :func:`semantic_iou`)."""
+    conf = np.asarray(conf, dtype=np.int64)
+    if conf.shape != (6, 6):
+        raise InputError(f"a semantic confusion table is 6 × 6 (classes 0..5), got shape {conf.shape}")
     per_class, ious = {}, []
     for c, name in SEMANTIC_CLASS_NAMES.items():
         inter = int(conf[c, c])
@@ -78,4 +85,22 @@ def semantic_iou(pred, gt, ignore_gt=(0,), mask=None) -> dict:
             ious.append(iou)
         per_class[name] = {"class": c, "iou": iou, "intersection": inter, "union": union, "gt_voxels": gv,
                            "pred_voxels": pv}
-    return {"per_class": per_class, "mean_iou": float(np.mean(ious)) if ious else None, "n_voxels": int(ok.sum())}
+    return {"per_class": per_class, "mean_iou": float(np.mean(ious)) if ious else None, "n_voxels": int(conf.sum())}
+
+
+def semantic_iou(pred, gt, ignore_gt=(0,), mask=None) -> dict:
+    """Per-class IoU of predicted semantic classes against ground truth (JSON-able dict).
+
+    Parameters
+    ----------
+    pred, gt : integer arrays ``(z, y, x)`` of the same shape, classes 0..5.
+    ignore_gt : ground-truth classes whose voxels are not counted (default: 0, unlabelled).
+    mask : optional ``(z, y, x)``; only voxels where it is nonzero are counted.
+
+    Returns
+    -------
+    dict with ``per_class``: ``{name: {"class", "iou", "intersection", "union", "gt_voxels",
+    "pred_voxels"}}`` for the five classes (``iou`` is None for a class absent from both),
+    ``mean_iou`` (mean over classes present in either; None if none), ``n_voxels`` (counted).
+    """
+    return iou_from_confusion(semantic_confusion(pred, gt, ignore_gt=ignore_gt, mask=mask))

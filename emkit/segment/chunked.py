@@ -184,6 +184,15 @@ class LayerSource:
         return self._layer.read(bbox.translate(self._layer.voxel_offset))
 
 
+class SemanticSource(LayerSource):
+    """Reads the semantic net's 5-channel probability layer as classes 1..5 (the most probable)."""
+
+    def read(self, bbox: Bbox) -> np.ndarray:
+        from emkit.evaluate.semantic import semantic_classes
+
+        return semantic_classes(super().read(bbox))
+
+
 class ArraySink:
     def __init__(self, shape):
         self.supervoxels = np.zeros(shape, np.uint64)

@@ -64,7 +64,8 @@ def segment(affinities, *, semantic=None, threshold: float = DEFAULT_THRESHOLD,
     Parameters
     ----------
     affinities : (3, z, y, x) float array in [0, 1], channels (z, y, x).
-    semantic : (z, y, x) integer class labels 0..5, optional (semantic constraint).
+    semantic : (z, y, x) integer class labels 0..5, or the semantic net's (5, z, y, x) float
+        probabilities (the most probable class is taken), optional (semantic constraint).
     threshold : mean affinity at which the history is cut (default :data:`DEFAULT_THRESHOLD`).
     watershed_params, agglomeration_params : parameters (defaults: the paper's).
     chunk_size : (z, y, x); when given, run the chunked (octree) form in memory, chunk by chunk —
@@ -83,9 +84,13 @@ def segment(affinities, *, semantic=None, threshold: float = DEFAULT_THRESHOLD,
     sem = None
     if semantic is not None:
         sem = np.asarray(semantic)
+        if sem.ndim == 4 and sem.shape[1:] == aff.shape[1:] and np.issubdtype(sem.dtype, np.floating):
+            from emkit.evaluate.semantic import semantic_classes
+
+            sem = semantic_classes(sem)
         if sem.shape != aff.shape[1:] or not np.issubdtype(sem.dtype, np.integer):
-            raise InputError(f"semantic must be (z, y, x) integer labels of shape {aff.shape[1:]}, "
-                             f"got shape {sem.shape}, dtype {sem.dtype}")
+            raise InputError(f"semantic must be (z, y, x) integer labels or (5, z, y, x) probabilities of shape "
+                             f"{aff.shape[1:]}, got shape {sem.shape}, dtype {sem.dtype}")
     if chunk_size is None:
         sv = watershed(aff, wp)
         history = agglomerate(region_graph(sv, aff, semantic=sem), ap)
@@ -123,7 +128,9 @@ def segment_layers(aff_url, out_dir, *, semantic_url=None, threshold: float = DE
         ``OUT_DIR/segmentation`` (segmentation layers, uint64, same geometry as the affinities)
         and ``OUT_DIR/history.npz`` (:meth:`MergeHistory.load` reads it). Intermediate results
         and done-markers go to ``OUT_DIR/.emkit/segment/``.
-    semantic_url : semantic labels layer (integer classes 0..5, same size), optional.
+    semantic_url : semantic labels layer (integer classes 0..5, same size) or the semantic net's
+        probability layer (5 channels, as ``emkit infer semantic`` writes it; the most probable
+        class is taken chunk by chunk), optional.
     threshold : cut of the history written as ``segmentation`` (default 0.5).
     chunk_size : task chunk (z, y, x) in voxels (default :data:`DEFAULT_CHUNK`); memory per
         task is bounded by it. Any size works (it need not divide the volume).
@@ -146,7 +153,7 @@ def segment_layers(aff_url, out_dir, *, semantic_url=None, threshold: float = DE
     from emkit.io import Layer
     from emkit.io.layer import join_url, layer_exists, normalize_url
     from emkit.runtime import Cluster
-    from emkit.segment.chunked import FileStore, LayerSink, LayerSource, run_chunked
+    from emkit.segment.chunked import FileStore, LayerSink, LayerSource, SemanticSource, run_chunked
 
     t0 = time.perf_counter()
     t = _check_threshold(threshold)
@@ -162,10 +169,12 @@ def segment_layers(aff_url, out_dir, *, semantic_url=None, threshold: float = DE
         sem = Layer.open(semantic_url)
         if sem.size != aff.size:
             raise InputError(f"semantic layer {sem.url} has size {sem.size} (z, y, x) but the affinities have {aff.size}")
-        if sem.num_channels != 1 or not np.issubdtype(sem.dtype, np.integer):
-            raise InputError(f"semantic layer {sem.url} must hold integer class labels 0..5 (one channel), got "
-                             f"{sem.num_channels} channel(s), dtype {sem.dtype}")
-        sem_source = LayerSource(sem.url)
+        probabilities = sem.num_channels == 5 and np.issubdtype(sem.dtype, np.floating)
+        if not probabilities and (sem.num_channels != 1 or not np.issubdtype(sem.dtype, np.integer)):
+            raise InputError(f"semantic layer {sem.url} must hold integer class labels 0..5 (one channel) or the "
+                             f"semantic net's probabilities (5 float channels), got {sem.num_channels} channel(s), "
+                             f"dtype {sem.dtype}")
+        sem_source = SemanticSource(sem.url) if probabilities else LayerSource(sem.url)
     chunk = tuple(min(c, s) for c, s in zip(as_vec3(chunk_size or DEFAULT_CHUNK, "chunk size", positive=True), aff.size))
 
     out_dir = normalize_url(out_dir)

@@ -71,6 +71,19 @@ class TrainConfig:
     augment: str = "auto"
     """Augmentation preset of :mod:`emkit.train.augment` ("boundary", "semantic", "none");
     "auto": the task's name."""
+    rebalance_semantic: bool = False
+    """Patch-wise class rebalancing of the semantic channels too, as for affinities (each class's
+    positives and negatives carry half the weight). The paper uses plain BCE for semantic labels;
+    rebalancing helps a class that is rare in the ground truth (glia in the phantoms)."""
+    init: str | None = None
+    """Start from these weights (fine-tuning): a checkpoint path or a shipped model name
+    ("boundary", "semantic"). The net's configuration (widths, heads, patch, resolution) is the
+    checkpoint's; the optimizer starts afresh."""
+    balance: str = "auto"
+    """Where training patches fall: "classes" (centred on a voxel of a semantic class drawn
+    uniformly, so rare classes are seen as often as common ones — the paper added sparse vessel
+    ground truth for the same reason, Methods: Semantic labeling), "none" (uniform), or "auto":
+    "classes" for semantic nets, "none" for boundary nets."""
     input_masks: tuple[str, ...] = ()
     """Mask names whose voxels are zeroed in the input (as ``emkit infer --mask-in``)."""
     loss_masks: tuple[str, ...] | str = "auto"
@@ -83,6 +96,10 @@ class TrainConfig:
     """"cpu", "cuda" or "auto"."""
     threads: int | None = None
     """torch CPU threads (None: torch's default)."""
+    workers: int = 0
+    """Processes that sample, augment and make targets of the next batches while the net trains
+    (forked; Linux). 0: in the training process. The batches are the same for any number (each is
+    seeded by (seed, iteration, item)), so this changes speed, not results: it keeps a GPU busy."""
     val_interval: int = 100
     checkpoint_interval: int = 100
     val_size: tuple[int, int, int] | None = None
@@ -111,10 +128,14 @@ class TrainConfig:
             v = getattr(self, k)
             if not isinstance(v, (int, np.integer)) or v < 1:
                 raise InputError(f"TrainConfig.{k} must be a positive integer, got {v!r}")
+        if not isinstance(self.workers, (int, np.integer)) or self.workers < 0:
+            raise InputError(f"TrainConfig.workers must be an integer >= 0, got {self.workers!r}")
         if not (self.lr > 0):
             raise InputError(f"TrainConfig.lr must be > 0, got {self.lr!r}")
         if self.device not in ("cpu", "cuda", "auto") and not str(self.device).startswith("cuda:"):
             raise InputError(f"TrainConfig.device must be cpu, cuda or auto, got {self.device!r}")
+        if self.balance not in ("auto", "none", "classes"):
+            raise InputError(f"TrainConfig.balance must be 'auto', 'none' or 'classes', got {self.balance!r}")
         if self.background not in ("ignore", "boundary"):
             raise InputError(f"TrainConfig.background must be 'ignore' or 'boundary', got {self.background!r}")
         for k in ("widths", "patch_size", "val_size", "phantom_size", "phantom_seeds", "input_masks", "betas"):
@@ -211,7 +232,7 @@ class Trainer:
 
                 ckpt = load_checkpoint(last)
                 saved = TrainConfig.from_dict(ckpt["training"]["train_config"])
-                keep = {k: getattr(config, k) for k in ("iterations", "device", "threads", "progress", "out_dir",
+                keep = {k: getattr(config, k) for k in ("iterations", "device", "threads", "workers", "progress", "out_dir",
                                                           "val_interval", "checkpoint_interval")}
                 config = replace(saved, **keep)
             elif last.exists() or (self.out_dir / "log.json").exists():
@@ -258,11 +279,27 @@ class Trainer:
             heads = tuple(HeadSpec(k, _HEAD_CHANNELS.get(k, 9), k) for k in cfg.heads)
         net_cfg = NetConfig(widths=cfg.widths, downsample=cfg.downsample, heads=heads, patch_size=cfg.patch_size,
                             resolution=res, output_1x1=cfg.output_1x1)
+        init_state = None
+        if cfg.init and ckpt is None:
+            from ..nets import load_model
+
+            start = load_model(cfg.init)
+            net_cfg = start.config
+            if tuple(net_cfg.resolution) != tuple(res):
+                raise InputError(f"--init {cfg.init}: the net was trained at {tuple(net_cfg.resolution)} nm (z, y, x), "
+                                 f"the data is at {tuple(res)}; fine-tune on data of the net's resolution")
+            want = "semantic" if cfg.task == "semantic" else "affinity"
+            if want not in {h.kind for h in net_cfg.heads}:
+                raise InputError(f"--init {cfg.init} has heads {[h.name for h in net_cfg.heads]}, no {want!r} head for "
+                                 f"a {cfg.task} net")
+            init_state = start.state_dict()
         if ckpt is not None:
             net_cfg = NetConfig.from_dict(ckpt["config"])
         self.net_config = net_cfg
         torch.manual_seed(cfg.seed)
         self.model = RSUNet(net_cfg).to(self.device)
+        if init_state is not None:
+            self.model.load_state_dict(init_state)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
                                           amsgrad=True)
 
@@ -286,7 +323,9 @@ class Trainer:
 
         aug, read_size, self.augment_note = _make_augmenter(cfg.augment, cfg.task)
         self.sampler = PatchSampler(_items(train_items), net_cfg.patch_size, input_masks=cfg.input_masks,
-                                    loss_masks=cfg.loss_masks, augmenter=aug, read_size=read_size)
+                                    loss_masks=cfg.loss_masks, augmenter=aug, read_size=read_size,
+                                    balance=cfg.balance if cfg.balance != "auto" else
+                                    ("classes" if cfg.task == "semantic" else "none"))
         self.val_sampler = PatchSampler(_items(val_items), net_cfg.patch_size, input_masks=cfg.input_masks,
                                         loss_masks=cfg.loss_masks)
         self.val_sample = self._validation_sample()
@@ -320,32 +359,49 @@ class Trainer:
         start = tuple(a + (r - s) // 2 for a, r, s in zip(region.start, region.shape, size))
         return self.val_sampler.read(vol, Bbox(start, tuple(a + s for a, s in zip(start, size))))
 
-    def _batch(self, samples):
-        import torch
+    @property
+    def _rebalance(self) -> tuple[str, ...]:
+        return ("semantic",) if self.config.rebalance_semantic else ()
 
+    def _batch_arrays(self, samples) -> tuple[np.ndarray, dict]:
+        """Input ``(b, 1, z, y, x)`` and targets ``{head: (target, weight)}`` as numpy arrays."""
         from ..nets import normalize
         from .targets import make_targets
 
-        x = np.stack([normalize(s["image"])[None] for s in samples])
+        x = np.ascontiguousarray(np.stack([normalize(s["image"])[None] for s in samples]))
         tg = [make_targets(s, self.net_config, self.config.background) for s in samples]
-        targets = {}
-        for name in tg[0]:
-            t = np.stack([d[name][0] for d in tg])
-            v = np.stack([d[name][1] for d in tg])
-            targets[name] = (torch.from_numpy(t).to(self.device), torch.from_numpy(v).to(self.device))
-        return torch.from_numpy(np.ascontiguousarray(x)).to(self.device), targets
+        targets = {name: (np.stack([d[name][0] for d in tg]), np.stack([d[name][1] for d in tg])) for name in tg[0]}
+        return x, targets
 
-    def step(self) -> dict:
-        """One gradient step (iteration ``self.iteration``); returns the losses."""
+    def _to_device(self, arrays):
+        import torch
+
+        x, targets = arrays
+        return (torch.from_numpy(x).to(self.device),
+                {k: (torch.from_numpy(t).to(self.device), torch.from_numpy(v).to(self.device))
+                 for k, (t, v) in targets.items()})
+
+    def _batch(self, samples):
+        return self._to_device(self._batch_arrays(samples))
+
+    def batch_arrays(self, iteration: int) -> tuple[np.ndarray, dict]:
+        """The training batch of ``iteration`` (numpy; a pure function of the seed and the iteration)."""
+        return self._batch_arrays([self.sampler.sample(np.random.default_rng([self.config.seed, iteration, b]))
+                                   for b in range(self.config.batch_size)])
+
+    def step(self, arrays=None) -> dict:
+        """One gradient step (iteration ``self.iteration``); returns the losses.
+
+        ``arrays``: the batch of this iteration from :meth:`batch_arrays` (made here when None).
+        """
         from .losses import head_losses
 
-        it = self.iteration
-        samples = [self.sampler.sample(np.random.default_rng([self.config.seed, it, b]))
-                   for b in range(self.config.batch_size)]
-        x, targets = self._batch(samples)
+        if arrays is None:
+            arrays = self.batch_arrays(self.iteration)
+        x, targets = self._to_device(arrays)
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        losses = head_losses(self.model(x), targets, self.net_config)
+        losses = head_losses(self.model(x), targets, self.net_config, rebalance=self._rebalance)
         total = sum(losses.values())
         total.backward()
         self.optimizer.step()
@@ -363,7 +419,7 @@ class Trainer:
         self.model.eval()
         with torch.no_grad():
             logits = self.model(x)
-            losses = head_losses(logits, targets, self.net_config)
+            losses = head_losses(logits, targets, self.net_config, rebalance=self._rebalance)
             prob = torch.sigmoid(logits)[0].cpu().numpy()
         out = {"iteration": self.iteration, "loss": float(sum(float(v) for v in losses.values())),
                **{f"loss_{k}": float(v) for k, v in losses.items()}}
@@ -409,17 +465,34 @@ class Trainer:
         """Train up to ``config.iterations`` (validating, checkpointing, logging on the way)."""
         from tqdm.auto import tqdm
 
-        from ..nets import save
-
         cfg = self.config
         if self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-        tr = self.log["train"]
         bar = tqdm(total=cfg.iterations, initial=self.iteration, desc=f"training {cfg.task} net", unit="it",
                    disable=not cfg.progress)
+        prefetch = _Prefetcher(self, cfg.workers) if cfg.workers and self.iteration < cfg.iterations else None
+        try:
+            self._loop(bar, prefetch)
+        finally:
+            if prefetch is not None:
+                prefetch.close()
+        bar.close()
+        secs = self.log["train"]["seconds"]
+        self.log["seconds_per_iteration"] = float(np.median(secs)) if secs else None
+        self._write_log()
+        out = self.out_dir
+        return TrainResult(out_dir=out, last=out / "last.pt" if out else None,
+                           best=(out / "best.pt") if out and (out / "best.pt").exists() else None,
+                           log=self.log, model=self.model)
+
+    def _loop(self, bar, prefetch) -> None:
+        from ..nets import save
+
+        cfg = self.config
+        tr = self.log["train"]
         while self.iteration < cfg.iterations:
             t0 = time.perf_counter()
-            losses = self.step()
+            losses = self.step(None if prefetch is None else prefetch.get(self.iteration))
             tr["iteration"].append(self.iteration)
             tr["loss"].append(losses["loss"])
             tr["seconds"].append(round(time.perf_counter() - t0, 4))
@@ -443,14 +516,55 @@ class Trainer:
             if self.iteration % cfg.checkpoint_interval == 0 or done:
                 self.save_last()
                 self._write_log()
-        bar.close()
-        secs = tr["seconds"]
-        self.log["seconds_per_iteration"] = float(np.median(secs)) if secs else None
-        self._write_log()
-        out = self.out_dir
-        return TrainResult(out_dir=out, last=out / "last.pt" if out else None,
-                           best=(out / "best.pt") if out and (out / "best.pt").exists() else None,
-                           log=self.log, model=self.model)
+
+
+# ------------------------------------------------------------------ batch prefetch in workers ----
+_PREFETCH_TRAINER = None  # the Trainer whose sampler forked workers use (inherited through fork)
+
+
+def _prefetch_batch(iteration: int):
+    return _PREFETCH_TRAINER.batch_arrays(iteration)
+
+
+class _Prefetcher:
+    """Forked worker processes make the batches of the next iterations, in order, ``2 × workers``
+    ahead. The parent makes the first batch itself before forking, so numba's compiled kernels
+    are inherited, not compiled again in every worker."""
+
+    def __init__(self, trainer: Trainer, workers: int):
+        import multiprocessing as mp
+
+        global _PREFETCH_TRAINER
+        if "fork" not in mp.get_all_start_methods():
+            raise InputError("TrainConfig.workers > 0 needs the 'fork' start method (Linux); use workers=0 here")
+        self.next = trainer.iteration
+        self.stop = trainer.config.iterations
+        self.depth = 2 * int(workers)
+        self.first = (trainer.iteration, trainer.batch_arrays(trainer.iteration))
+        _PREFETCH_TRAINER = trainer
+        self.pool = mp.get_context("fork").Pool(int(workers))
+        self.pending: dict[int, object] = {}
+        self.next += 1
+        self._fill()
+
+    def _fill(self) -> None:
+        while self.next < self.stop and len(self.pending) < self.depth:
+            self.pending[self.next] = self.pool.apply_async(_prefetch_batch, (self.next,))
+            self.next += 1
+
+    def get(self, iteration: int):
+        if self.first is not None and self.first[0] == iteration:
+            arrays, self.first = self.first[1], None
+        else:
+            arrays = self.pending.pop(iteration).get()
+        self._fill()
+        return arrays
+
+    def close(self) -> None:
+        global _PREFETCH_TRAINER
+        self.pool.terminate()
+        self.pool.join()
+        _PREFETCH_TRAINER = None
 
 
 _HEAD_CHANNELS = {"affinity": 3, "long_range": 9, "myelin": 1, "vessel": 1, "semantic": 5}

@@ -64,8 +64,10 @@ def bce_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, *,
     return (per * weight).sum() / denom
 
 
-def head_losses(logits: torch.Tensor, targets: dict, config) -> dict[str, torch.Tensor]:
+def head_losses(logits: torch.Tensor, targets: dict, config, rebalance=()) -> dict[str, torch.Tensor]:
     """``{head name: loss}`` for ``logits`` (B, C, z, y, x) of a net with ``config``.
+
+    ``rebalance``: head kinds rebalanced besides the paper's (e.g. ``("semantic",)``).
 
     ``targets`` maps head name -> ``(target, valid)`` tensors (B, c_head, z, y, x).
     """
@@ -76,5 +78,6 @@ def head_losses(logits: torch.Tensor, targets: dict, config) -> dict[str, torch.
             continue
         t, v = targets[h.name]
         margin, reb = LOSS_SETTINGS[h.kind]
+        reb = reb or h.kind in rebalance
         out[h.name] = bce_loss(logits[:, sl[h.name]], t, v, margin=margin, rebalance=reb)
     return out

@@ -29,6 +29,15 @@ frame (``gt/displacement.npz``). The ground truth is warped into the image frame
 neighbour), except on slip sections, where it keeps the neighbouring section's displacement:
 that is the paper's "slip interpolation" (the slip is in the input only).
 
+Where patches fall
+------------------
+The output patch falls anywhere inside a volume's region, edges included; the context the
+augmenter reads around it may reach past the region, and is then zero (image, ground truth and
+loss mask), so nothing outside the region is seen or scored. With ``balance="classes"`` (semantic
+nets' default) a patch is centred on a voxel of a semantic class drawn uniformly from the classes
+present, so rare classes (glia, vessel, somata at the edge of a volume) are seen as often as
+common ones; with ``"none"`` the patch position is uniform.
+
 Whole volumes are read into memory once (a few hundred MB at most for training sets of this
 size); larger volumes are read patch by patch.
 """
@@ -203,13 +212,17 @@ class PatchSampler:
     read_size : function ``patch_size -> size`` the augmenter needs to read (context), or None.
     min_valid : resample (up to 20 tries) when fewer than this fraction of the patch's voxels are
         labelled and unmasked.
+    balance : "none" (uniform patch positions) or "classes" (centred on a voxel of a semantic class
+        drawn uniformly; needs ``gt/semantic`` in every volume).
 
     Samples hold ``image`` (uint8), ``labels`` (uint64), optionally ``semantic``, ``myelin``, and
     ``mask`` (uint8, 1 = voxel counts in the loss).
     """
 
     def __init__(self, volumes, patch_size, *, input_masks=(), loss_masks="auto", augmenter=None,
-                 read_size=None, min_valid: float = 0.05):
+                 read_size=None, min_valid: float = 0.05, balance: str = "none"):
+        if balance not in ("none", "classes"):
+            raise InputError(f"balance must be 'none' or 'classes', got {balance!r}")
         self.items = []
         for v in volumes:
             vol, region = v if isinstance(v, tuple) else (v, Bbox((0, 0, 0), v.size))
@@ -222,16 +235,68 @@ class PatchSampler:
         self.augmenter = augmenter
         self.read_size = read_size
         self.min_valid = float(min_valid)
-        rs = self._read_shape()
         for vol, region in self.items:
-            if any(r > s for r, s in zip(rs, region.shape)):
+            if any(p > s for p, s in zip(self.patch_size, region.shape)):
                 raise InputError(f"volume {vol.url} region {region.shape} (z, y, x) is smaller than the patch "
-                                 f"{rs} the sampler must read; use a smaller --patch or a larger volume")
+                                 f"{self.patch_size}; use a smaller --patch or a larger volume")
             bad = [m for m in self.input_masks if m not in vol.mask_names]
             if bad:
                 raise InputError(f"input masks {bad} not found in {vol.url} (it has masks {vol.mask_names})")
         w = np.array([float(np.prod(r.shape)) for _, r in self.items])
         self.weights = w / w.sum()
+        self.balance = balance
+        self._class_points = self._find_class_points() if balance == "classes" else None
+
+    #: candidate patch centres kept per class and volume for class balancing (a fixed random subset)
+    BALANCE_POINTS = 50_000
+
+    def _find_class_points(self) -> dict:
+        """class -> list over items of (k, 3) int32 candidate output-patch starts (relative to the volume)."""
+        ps = np.array(self.patch_size)
+        pick = np.random.default_rng(0)   # which candidates are kept: fixed, so sampling stays reproducible
+        pts: dict[int, list] = {}
+        for i, (vol, region) in enumerate(self.items):
+            if not vol.has("semantic"):
+                raise InputError(f"balance='classes' needs gt/semantic in every volume; {vol.url} has none")
+            sem = vol.read("semantic", region)
+            for c in range(1, 6):
+                flat = np.flatnonzero(sem == c)
+                if flat.size > self.BALANCE_POINTS:
+                    flat = np.sort(pick.choice(flat, self.BALANCE_POINTS, replace=False))
+                idx = np.stack(np.unravel_index(flat, sem.shape), axis=1)        # voxels within the region
+                starts = np.clip(idx - ps // 2, 0, np.array(region.shape) - ps) + np.array(region.start)
+                pts.setdefault(c, [np.zeros((0, 3), np.int32)] * len(self.items))[i] = starts.astype(np.int32)
+        found = {c: v for c, v in pts.items() if sum(len(a) for a in v)}
+        if not found:
+            raise InputError("balance='classes': no voxel of classes 1..5 in the training volumes")
+        return found
+
+    def _draw_start(self, rng: np.random.Generator) -> tuple[int, tuple]:
+        """(item index, output-patch start) drawn as ``balance`` says."""
+        if self._class_points is None:
+            i = int(rng.choice(len(self.items), p=self.weights))
+            region = self.items[i][1]
+            return i, tuple(int(a + rng.integers(0, r - p + 1))
+                            for a, r, p in zip(region.start, region.shape, self.patch_size))
+        classes = sorted(self._class_points)
+        per_item = self._class_points[classes[int(rng.integers(len(classes)))]]
+        counts = np.array([len(a) for a in per_item], float)
+        i = int(rng.choice(len(per_item), p=counts / counts.sum()))
+        return i, tuple(int(v) for v in per_item[i][int(rng.integers(len(per_item[i])))])
+
+    def read_padded(self, vol: Volume, region: Bbox, bbox: Bbox) -> dict:
+        """:meth:`read` of ``bbox``, which may reach past ``region``: zero there (mask 0 too)."""
+        inner = bbox.intersect(region)
+        if inner == bbox:
+            return self.read(vol, bbox)
+        got = self.read(vol, inner)
+        sl = tuple(slice(a - b, a - b + n) for a, b, n in zip(inner.start, bbox.start, inner.shape))
+        out = {}
+        for k, a in got.items():
+            full = np.zeros(bbox.shape, a.dtype)
+            full[sl] = a
+            out[k] = full
+        return out
 
     def _read_shape(self):
         if self.read_size is None:
@@ -272,11 +337,12 @@ class PatchSampler:
         per iteration makes training reproducible and resumable)."""
         rs = self._read_shape()
         for _ in range(20):
-            i = int(rng.choice(len(self.items), p=self.weights))
+            i, out_start = self._draw_start(rng)
             vol, region = self.items[i]
-            start = tuple(int(a + rng.integers(0, r - p + 1)) for a, r, p in zip(region.start, region.shape, rs))
-            s = self.read(vol, Bbox(start, tuple(a + p for a, p in zip(start, rs))))
-            if self._valid_fraction(s) >= self.min_valid:
+            # the read box has the output patch at its centre (center_crop takes it back out)
+            start = tuple(a - (r - p) // 2 for a, r, p in zip(out_start, rs, self.patch_size))
+            s = self.read_padded(vol, region, Bbox(start, tuple(a + r for a, r in zip(start, rs))))
+            if self._valid_fraction(center_crop(s, self.patch_size)) >= self.min_valid:
                 break
         if self.augmenter is not None:
             s = self.augmenter(s, rng, self.patch_size)

@@ -1,0 +1,63 @@
+"""Ship a trained net: copy a run's best checkpoint into emkit/models/ with its provenance.
+
+Writes ``emkit/models/<NAME>.pt`` (the run's ``best.pt``) and ``<NAME>.json``: the training
+command, seed, the git revision the run started from (``--rev-file``, written before the run),
+the training and net configuration, the validation curve, the best validation point and the
+fresh-seed scores (a benchmarks/results/*.json). Refuses to replace shipped weights unless
+``--overwrite``.
+
+Usage::
+
+    python tools/ship_model.py runs/semantic semantic --rev-file runs/semantic.rev \\
+        --command "emkit train semantic --preset phantom --out runs/semantic --seed 0 --threads 2" \\
+        --what "RSUNet semantic net: soma, axon, dendrite, glia, vessel at 40x8x8 nm" \\
+        --eval benchmarks/results/shipped_semantic.json --machine "2-core x86_64 CPU"
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+MODELS = Path(__file__).resolve().parents[1] / "emkit" / "models"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run_dir", type=Path)
+    ap.add_argument("name")
+    ap.add_argument("--command", required=True, help="the command that trained it")
+    ap.add_argument("--rev-file", type=Path, required=True, help="file holding the git revision the run started from")
+    ap.add_argument("--what", required=True, help="one line: what the net computes")
+    ap.add_argument("--eval", type=Path, required=True, help="fresh-seed results JSON (benchmarks/results/…)")
+    ap.add_argument("--machine", required=True)
+    ap.add_argument("--overwrite", action="store_true")
+    args = ap.parse_args(argv)
+    log = json.loads((args.run_dir / "log.json").read_text())
+    cfg = log["train_config"]
+    pt, meta = MODELS / f"{args.name}.pt", MODELS / f"{args.name}.json"
+    if (pt.exists() or meta.exists()) and not args.overwrite:
+        sys.exit(f"{pt} exists; pass --overwrite to replace the shipped weights")
+    ph = cfg.get("phantom_size")
+    out = {
+        "name": args.name, "what": args.what, "command": args.command, "seed": cfg["seed"],
+        "git_revision": args.rev_file.read_text().strip(), "train_config": cfg, "net_config": log["net_config"],
+        "n_parameters": log["n_parameters"],
+        "training_data": (f"phantoms {'x'.join(map(str, ph))}, default defects, seeds 101-106 (train), 199 "
+                          f"(validation); {log['augment']} augmentations") if cfg.get("preset") == "phantom"
+        else {"data": cfg["data"], "val_data": cfg["val_data"]},
+        "iterations_run": int(log["train"]["iteration"][-1]) if log["train"].get("iteration") else 0,
+        "best_iteration": log["best"]["iteration"], "seconds_per_iteration_median": log["seconds_per_iteration"],
+        "validation": log["validation"], "validation_best": log["best"],
+        "fresh_seed_evaluation": json.loads(args.eval.read_text()), "device": log["device"], "machine": args.machine,
+    }
+    shutil.copyfile(args.run_dir / "best.pt", pt)
+    meta.write_text(json.dumps(out, indent=1) + "\n")
+    print(f"shipped {pt} ({pt.stat().st_size / 1e6:.1f} MB) and {meta}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
