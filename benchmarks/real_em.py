@@ -70,6 +70,22 @@ def main(argv=None) -> int:
     seg = Layer.open(out / "sstem8/seg/segmentation").read()
     _, counts = np.unique(seg, return_counts=True)
     print(f"ssTEM 50x8x8 nm, shipped net: {len(counts)} segments, largest {counts.max() / seg.size:.1%} of the volume")
+    from emkit.nets import available_models
+
+    if "semantic" in available_models():  # the shipped semantic net, and the semantic constraint it feeds
+        from emkit.evaluate import SEMANTIC_CLASS_NAMES, semantic_classes
+
+        emkit("infer", "semantic", out / "sstem8/image", out / "sstem8/semantic", "--workers", "0", "--overwrite",
+              "--quiet")
+        cls = semantic_classes(Layer.open(out / "sstem8/semantic").read())
+        frac = np.bincount(cls.ravel(), minlength=6)[1:] / cls.size
+        print("ssTEM semantic classes (shipped net):",
+              ", ".join(f"{n} {f:.1%}" for n, f in zip(SEMANTIC_CLASS_NAMES.values(), frac)))
+        emkit("segment", out / "sstem8/affinities", out / "sstem8/seg_semantic", "--semantic", out / "sstem8/semantic",
+              "--workers", "0", "--overwrite", "--quiet")
+        seg2 = Layer.open(out / "sstem8/seg_semantic/segmentation").read()
+        _, c2 = np.unique(seg2, return_counts=True)
+        print(f"ssTEM with the semantic constraint: {len(c2)} segments, largest {c2.max() / seg2.size:.1%}")
     emkit("infer", "boundary", out / "fib/image", out / "fib/affinities", "--workers", "0", "--quiet")  # refused
     fimg = Layer.open(out / "fib/image").read()
     t = time.perf_counter()

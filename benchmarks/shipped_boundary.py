@@ -11,22 +11,13 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
-import platform
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-EMKIT = [sys.executable, "-m", "emkit.cli.main"]
-
-
-def sh(*args) -> tuple[str, float]:
-    t = time.perf_counter()
-    out = subprocess.run([*EMKIT, *map(str, args)], check=True, capture_output=True, text=True).stdout
-    return out, time.perf_counter() - t
+sys.path.insert(0, str(HERE))
+from _cli import machine, sh  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -56,7 +47,7 @@ def main(argv=None) -> int:
             print(rows[-1], flush=True)
     res = {"title": "Shipped boundary net: segmentation of a fresh-seed phantom",
            "command": f".venv/bin/python benchmarks/shipped_boundary.py --model {args.model} --seed {args.seed}",
-           "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+           "machine": machine(),
            "date": datetime.date.today().isoformat(), "rows": rows,
            "notes": (f"emkit phantom ({t_ph:.0f} s, default defects) → emkit infer (affinity head, serial, CPU) → "
                      "emkit segment (paper's agglomeration constraints at their defaults, no semantic input) → "

@@ -11,22 +11,13 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
-import platform
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-EMKIT = [sys.executable, "-m", "emkit.cli.main"]
-
-
-def sh(*args) -> tuple[str, float]:
-    t = time.perf_counter()
-    out = subprocess.run([*EMKIT, *map(str, args)], check=True, capture_output=True, text=True).stdout
-    return out, time.perf_counter() - t
+sys.path.insert(0, str(HERE))
+from _cli import machine, sh  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -54,7 +45,7 @@ def main(argv=None) -> int:
         print(r, flush=True)
     out = {"title": "Shipped semantic net: per-class IoU on a fresh-seed phantom",
            "command": f".venv/bin/python benchmarks/shipped_semantic.py --model {args.model} --seed {args.seed}",
-           "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+           "machine": machine(),
            "date": datetime.date.today().isoformat(), "rows": rows,
            "notes": (f"emkit phantom (default defects) → emkit infer {args.model} (serial, CPU, {t_inf:.0f} s) → "
                      "emkit evaluate --semantic against gt/image_frame/semantic (the most probable class per voxel; "

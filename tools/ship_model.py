@@ -33,6 +33,11 @@ def main(argv=None) -> int:
     ap.add_argument("--what", required=True, help="one line: what the net computes")
     ap.add_argument("--eval", type=Path, required=True, help="fresh-seed results JSON (benchmarks/results/…)")
     ap.add_argument("--machine", required=True)
+    ap.add_argument("--previous-log", type=Path, help="log.json of an earlier stage whose weights this run started from "
+                                                          "(--init)")
+    ap.add_argument("--previous-command", help="the command(s) of that earlier stage")
+    ap.add_argument("--previous-machine", help="where that earlier stage ran")
+    ap.add_argument("--note", help="anything else a reader of the provenance must know")
     ap.add_argument("--overwrite", action="store_true")
     args = ap.parse_args(argv)
     log = json.loads((args.run_dir / "log.json").read_text())
@@ -49,10 +54,21 @@ def main(argv=None) -> int:
                           f"(validation); {log['augment']} augmentations") if cfg.get("preset") == "phantom"
         else {"data": cfg["data"], "val_data": cfg["val_data"]},
         "iterations_run": int(log["train"]["iteration"][-1]) if log["train"].get("iteration") else 0,
-        "best_iteration": log["best"]["iteration"], "seconds_per_iteration_median": log["seconds_per_iteration"],
+        "best_iteration": log["best"]["iteration"], "seconds_per_iteration_median": log.get("seconds_per_iteration"),
         "validation": log["validation"], "validation_best": log["best"],
         "fresh_seed_evaluation": json.loads(args.eval.read_text()), "device": log["device"], "machine": args.machine,
     }
+    if args.previous_log:
+        prev = json.loads(args.previous_log.read_text())
+        out["previous_stage"] = {
+            "command": args.previous_command, "machine": args.previous_machine, "device": prev.get("device"),
+            "train_config": prev["train_config"], "iterations_run": int(prev["train"]["iteration"][-1]),
+            "seconds_per_iteration_median": prev.get("seconds_per_iteration") or round(
+                float(sorted(prev["train"]["seconds"])[len(prev["train"]["seconds"]) // 2]), 4),
+            "validation": prev["validation"],
+            "validation_best": prev["best"]}
+    if args.note:
+        out["note"] = args.note
     shutil.copyfile(args.run_dir / "best.pt", pt)
     meta.write_text(json.dumps(out, indent=1) + "\n")
     print(f"shipped {pt} ({pt.stat().st_size / 1e6:.1f} MB) and {meta}")

@@ -23,8 +23,9 @@ cells = [
        "axon–dendrite, axon–soma or neuron–glia merges (notebook 05). They also tell neuropil from "
        "somata and vessels.\n\n"
        "This notebook trains a tiny semantic net for a few iterations on the phantom, predicts a held-out "
-       "phantom — with the shipped semantic net (`emkit/models/semantic.pt`, trained by "
-       "`emkit train semantic --preset phantom`) when it is installed, else the tiny net — and scores "
+       "phantom — with the shipped semantic net (`emkit/models/semantic.pt`, trained on a GPU by "
+       "`emkit train semantic --preset phantom --device cuda …`, see `emkit/models/semantic.json`) when it "
+       "is installed, else the tiny net — and scores "
        "the prediction by intersection over union (IoU) per class."),
     code("# parameters: a soma and a blood vessel need at least 375 voxels (3 µm) in y and x at 8 nm\n"
          "SIZE = (16, 384, 384)        # training phantom, voxels (z, y, x)\n"
@@ -112,8 +113,10 @@ cells = [
        "The ground truth of the held-out phantom, warped into the image frame (`Phantom.in_image_frame`), "
        "against the predicted classes: per class the intersection over union of the voxels labelled with "
        "it, over the labelled voxels (class 0 is left out). The mean runs over the classes present in "
-       "either; a class absent from both has no IoU. The shipped net aims at a mean IoU of 0.8 or more on "
-       "a 64 × 256 × 256 phantom; the tiny net does not get there in twenty iterations."),
+       "either; a class absent from both has no IoU. The shipped net tells axons from dendrites well (IoU "
+       "about 0.8 each on a fresh 64 × 256 × 256 phantom) but rarely gets somata, glia and vessels right (mean "
+       "IoU 0.41 there, against a goal of 0.8; `emkit/models/README.md` says why); the tiny net trained above "
+       "is far weaker."),
     code("gt = test_ph.in_image_frame(test_ph.semantic)\n"
          "iou = semantic_iou(pred, gt)\n"
          "print('mean IoU:', iou['mean_iou'], '| voxels counted:', iou['n_voxels'])\n"
