@@ -115,7 +115,7 @@ cells = [
        "it, over the labelled voxels (class 0 is left out). The mean runs over the classes present in "
        "either; a class absent from both has no IoU. The shipped net tells axons from dendrites well (IoU "
        "about 0.8 each on a fresh 64 × 256 × 256 phantom) but rarely gets somata, glia and vessels right (mean "
-       "IoU 0.41 there, against a goal of 0.8; `emkit/models/README.md` says why); the tiny net trained above "
+       "IoU 0.42 there, against a goal of 0.8; `emkit/models/README.md` says why); the tiny net trained above "
        "is far weaker."),
     code("gt = test_ph.in_image_frame(test_ph.semantic)\n"
          "iou = semantic_iou(pred, gt)\n"
