@@ -185,13 +185,8 @@ def main() -> int:
                 return rep.seconds
             return run
 
-        for model, workers, cs in ((timed, 0, None), (timed, 0, (size[0], 128, 128)), (str(ckpt), 2, None)):
-            t, fwd = measure(layers(model, workers, cs))
-            rep = last["rep"]
-            how = "serial" if workers == 0 else "dask LocalCluster, model from checkpoint"
-            row(f"infer_layers workers={workers} ({how}), chunk {'x'.join(map(str, rep.chunk_size))} "
-                f"({rep.chunks} chunks), layer I/O + masks", t, n_patches(rep.chunk_size), fwd if workers == 0 else None)
-
+        # the CLI first: a fresh process measured before the dask cluster row below, which left the
+        # machine slower for a while when it ran earlier (CLI rows 2x slow on 2026-11-26)
         def cli():
             t0 = time.perf_counter()
             res = subprocess.run([sys.executable, "-m", "emkit.cli.main", "infer", str(ckpt), image, str(d / "cli"),
@@ -204,6 +199,13 @@ def main() -> int:
         t_in, t_wall = min(cli() for _ in range(args.repeat))
         row("emkit infer CLI --workers 0 (chunk map time)", t_in, len(grid))
         row("emkit infer CLI --workers 0 (process wall: start, torch import, model load)", t_wall, len(grid))
+
+        for model, workers, cs in ((timed, 0, None), (timed, 0, (size[0], 128, 128)), (str(ckpt), 2, None)):
+            t, fwd = measure(layers(model, workers, cs))
+            rep = last["rep"]
+            how = "serial" if workers == 0 else "dask LocalCluster, model from checkpoint"
+            row(f"infer_layers workers={workers} ({how}), chunk {'x'.join(map(str, rep.chunk_size))} "
+                f"({rep.chunks} chunks), layer I/O + masks", t, n_patches(rep.chunk_size), fwd if workers == 0 else None)
 
     res = {
         "title": f"Inference throughput ({'x'.join(map(str, size))} voxels, CPU)",
