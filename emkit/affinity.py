@@ -21,6 +21,7 @@ __all__ = [
     "affinities_from_labels",
     "noisy_affinities",
     "boundary_mask",
+    "boundary_to_affinities",
 ]
 
 #: nearest-neighbour offsets in channel order (z, y, x)
@@ -76,6 +77,55 @@ def affinities_from_labels(labels, offsets=NN_OFFSETS) -> np.ndarray:
         a = labels[dst]
         b = labels[src]
         out[c][dst] = (a == b) & (a != 0)
+    return out
+
+
+def boundary_to_affinities(boundary, *, low_side=None) -> np.ndarray:
+    """Nearest-neighbour affinities from a boundary-probability map.
+
+    What most pixel classifiers (ilastik, a membrane U-Net, the gala/NeuroProof classifiers) give
+    is one probability per voxel that it lies on a cell boundary. The affinity of the edge between
+    voxel ``v`` and ``v - e_d`` is the probability that neither end is boundary, taken as
+    ``1 - max(b[v], b[v - e_d])``.
+
+    Parameters
+    ----------
+    boundary : (z, y, x) float array in [0, 1], 1 = boundary. Integer maps (uint8 0..255) are
+        scaled by 1/255.
+    low_side : optional tuple of three (y, x)-, (z, x)-, (z, y)-shaped planes (or None each): the
+        boundary values just below the array's first plane along z, y and x (the chunked form
+        passes them so a chunk's affinities equal the whole volume's). Where a plane is not given,
+        edges leaving the array are 0 (the module convention).
+
+    Returns
+    -------
+    (3, z, y, x) float32 affinities, channels (z, y, x).
+    """
+    b = np.asarray(boundary)
+    if b.ndim != 3:
+        raise InputError(f"boundary probability must be a (z, y, x) array, got shape {b.shape}")
+    if np.issubdtype(b.dtype, np.integer):
+        if b.size and (b.min() < 0 or b.max() > 255):
+            raise InputError(f"an integer boundary map must hold 0..255, got values in [{b.min()}, {b.max()}]")
+        b = b.astype(np.float32) / np.float32(255)
+    elif np.issubdtype(b.dtype, np.floating):
+        b = b.astype(np.float32, copy=False)
+        if b.size and (not np.isfinite(b).all() or b.min() < 0 or b.max() > 1):
+            raise InputError("boundary probability must be finite and in [0, 1] (1 = boundary), got values in "
+                             f"[{np.nanmin(b):g}, {np.nanmax(b):g}]")
+    else:
+        raise InputError(f"boundary probability must be float in [0, 1] or uint8, got dtype {b.dtype}")
+    out = np.zeros((3,) + b.shape, dtype=np.float32)
+    for d in range(3):
+        dst, src = _pair_slices(NN_OFFSETS[d], b.shape)
+        out[d][dst] = 1.0 - np.maximum(b[dst], b[src])
+        if low_side is not None and low_side[d] is not None and b.shape[d] > 0:
+            first = [slice(None)] * 3
+            first[d] = 0
+            plane = np.asarray(low_side[d], dtype=np.float32)
+            if np.issubdtype(np.asarray(low_side[d]).dtype, np.integer):
+                plane = plane / np.float32(255)
+            out[d][tuple(first)] = 1.0 - np.maximum(b[tuple(first)], plane)
     return out
 
 
