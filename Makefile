@@ -14,7 +14,7 @@ $(BIN)/python:
 # torch first, pinned: it is the CPU build on disk; an unpinned torch pulls a CUDA build.
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[widgets,notebook,test]'
+	$(BIN)/pip install -q -e '.[widgets,notebook,test,nets]'
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 

@@ -27,7 +27,7 @@ def fmt(v) -> str:
 
 
 def section(res: dict) -> str:
-    lines = [f"## {res.get('title', '?')}", ""]
+    lines = [f"## {res.get('title') or res.get('benchmark', '?')}", ""]
     if res.get("command"):
         lines += [f"Command: `{res['command']}`  ", f"Machine: {res.get('machine', '?')}, {res.get('date', '')}", ""]
     rows = res.get("rows", [])
@@ -38,8 +38,9 @@ def section(res: dict) -> str:
         for r in rows:
             lines.append("| " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |")
         lines.append("")
-    if res.get("notes"):
-        lines += [res["notes"], ""]
+    for key in ("notes", "conclusion"):
+        if res.get(key):
+            lines += [res[key], ""]
     return "\n".join(lines)
 
 

@@ -15,6 +15,7 @@ from emkit.segment import (
     watershed,
 )
 from emkit.segment.agglomerate import _run
+from helpers_cells import voronoi
 
 NO_CONSTRAINTS = AgglomerationParams(constraints=False)
 
@@ -299,19 +300,6 @@ def test_history_save_load_and_segmentation(tmp_path, rng):
 
 
 # ------------------------------------------------------------------ end to end ----------------
-def voronoi(shape, n, seed):
-    from scipy import ndimage
-
-    rng = np.random.default_rng(seed)
-    seeds = np.ones(shape, bool)
-    idx = rng.choice(np.prod(shape), n, replace=False)
-    seeds.flat[idx] = False
-    _, inds = ndimage.distance_transform_edt(seeds, sampling=(4, 1, 1), return_indices=True)
-    lab = np.zeros(np.prod(shape), np.uint64)
-    lab[idx] = np.arange(1, n + 1)
-    return lab[np.ravel_multi_index(tuple(inds), shape)].reshape(shape)
-
-
 def test_end_to_end_on_noisy_voronoi_cells():
     from emkit.affinity import boundary_mask, noisy_affinities
     from emkit.evaluate import evaluate

@@ -73,4 +73,14 @@ def test_widget_controls_drive_render(explorer):
     second = c["after"].value
     c["seed"].value = 7
     assert explorer.seed == 7 and c["after"].value != second
-    assert box is not None
+    # the images the box shows are exactly render()'s panels for the selected augmentation and seed
+    import io
+
+    from PIL import Image
+
+    b, a = explorer.render("slip_interpolation", 7)
+    for widget, want in ((c["before"], b), (c["after"], a)):
+        shown = np.asarray(Image.open(io.BytesIO(widget.value)).convert("RGB"))
+        np.testing.assert_array_equal(shown, (np.clip(want, 0, 1) * 255).astype(np.uint8))
+    assert c["info"].value == explorer.describe("slip_interpolation", 7)
+    assert c["after"] in box.children[1].children[1].children and c["name"] in box.children[0].children

@@ -79,8 +79,8 @@ def test_nan_becomes_null(tmp_path, capsys):
 
 @pytest.mark.parametrize("what, kw, words", [
     ("size", {"shape": (6, 20, 25)}, ["size", "(6, 20, 24)", "(6, 20, 25)"]),
-    ("offset", {"offset": (0, 0, 1)}, ["voxel offset", "(0, 0, 1)"]),
-    ("resolution", {"resolution": (40, 4, 4)}, ["resolution", "(40.0, 4.0, 4.0)"]),
+    ("offset", {"offset": (0, 0, 1)}, ["voxel_offset", "(0, 0, 1)", "(0, 0, 0)"]),
+    ("resolution", {"resolution": (40, 4, 4)}, ["resolution", "(40, 4, 4) nm", "(40, 8, 8) nm"]),
 ])
 def test_refuses_different_grids(tmp_path, capsys, what, kw, words):
     _layer(tmp_path / "seg", np.ones(SHAPE, np.uint64))
@@ -92,6 +92,7 @@ def test_refuses_different_grids(tmp_path, capsys, what, kw, words):
     assert line.startswith("emkit evaluate: error:") and "\n" not in line
     for w in words:
         assert w in line
+    assert str(tmp_path / "gt") in line and str(tmp_path / "seg") in line
 
 
 def test_refuses_bad_input(tmp_path, capsys):

@@ -88,7 +88,7 @@ def test_rescale_and_default_resolution_note(tmp_path, capsys):
     (["import", "{t}/v.npy", "{t}/l", "--kind", "image", "--resolution", "4,4"], "--resolution"),
     (["import", "{t}/v.npy", "{t}/l", "--kind", "image", "--chunk", "0,8,8"], "--chunk"),
     (["import", "{t}/v.npy", "{t}/l", "--kind", "image", "--key", "raw"], "single array"),
-    (["import", "{t}/v.npy", "{t}/l", "--kind", "probability"], "float"),
+    (["import", "{t}/w.npy", "{t}/l", "--kind", "probability"], "float"),  # int16 (uint8 0..255 is taken)
     (["import", "{t}/v.npy", "{t}/l", "--kind", "image", "--encoding", "fpzip"], "encoding 'fpzip'"),
     (["export", "{t}/nothing", "{t}/o.npz"], "no Precomputed layer"),
     (["export", "{t}/existing", "{t}/o.npy"], ".npz"),
@@ -97,6 +97,7 @@ def test_rescale_and_default_resolution_note(tmp_path, capsys):
 ])
 def test_bad_input_gives_one_line_errors(tmp_path, capsys, args, match):
     np.save(tmp_path / "v.npy", RNG.integers(0, 255, (2, 4, 4)).astype(np.uint8))
+    np.save(tmp_path / "w.npy", RNG.integers(0, 255, (2, 4, 4)).astype(np.int16))
     Layer.create(tmp_path / "existing", "image", (2, 4, 4))
     rc = main([a.format(t=tmp_path) for a in args])
     assert rc == 2

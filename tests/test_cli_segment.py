@@ -43,7 +43,8 @@ def test_segment_round_trip(tmp_path, aff_url, capsys):
     assert main(["segment", url, out, "--workers", "0", "--quiet"]) == 2
     assert "already exist" in capsys.readouterr().err
     assert main(["segment", url, out, "--workers", "0", "--quiet", "--overwrite", "--threshold", "0.99"]) == 0
-    assert json.loads(capsys.readouterr().out)["executed"]["leaves"] == 1  # default chunk: one task
+    rep = json.loads(capsys.readouterr().out)  # a small volume without --chunk: one piece, in this process
+    assert rep["executed"] == {"whole_volume": 1} and rep["runner"] == "in-process (whole volume)"
     assert np.array_equal(Layer.open(report["segmentation"]).read(), segment(aff, threshold=0.99)[0])
 
 

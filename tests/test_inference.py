@@ -84,7 +84,7 @@ def net():
 
 @pytest.fixture(scope="module")
 def single(net, image):
-    return predict(net, image, progress=False)
+    return predict(net, image, heads="all", progress=False)
 
 
 def write_image(tmp_path, image, name="image", offset=(3, 5, 7), resolution=(40, 8, 8)):
@@ -182,49 +182,54 @@ def test_predict_shape_and_range(single):
 
 @pytest.mark.parametrize("chunk", [(8, 32, 32), (5, 40, 70), (16, 96, 96), (3, 17, 50)])
 def test_chunked_equals_single_pass_everywhere(net, image, single, chunk):
-    out = predict(net, image, chunk_size=chunk, progress=False)
+    out = predict(net, image, heads="all", chunk_size=chunk, progress=False)
     assert np.abs(out - single).max() < 1e-5  # everywhere, the border included: the grid is global
 
 
 def test_batch_size_does_not_change_the_result(net, image, single):
     for bs in (1, 3, 16):
-        assert np.abs(predict(net, image, batch_size=bs, progress=False) - single).max() < 1e-5
+        assert np.abs(predict(net, image, heads="all", batch_size=bs, progress=False) - single).max() < 1e-5
 
 
 def test_input_mask_equals_feeding_zeros_and_output_mask_zeros(net, image, single):
     m_in, m_out = defect_masks()
     zeroed = np.where(m_in != 0, 0, image).astype(np.uint8)
-    a = predict(net, image, mask_in=m_in, progress=False)
-    b = predict(net, zeroed, progress=False)
+    a = predict(net, image, heads="all", mask_in=m_in, progress=False)
+    b = predict(net, zeroed, heads="all", progress=False)
     np.testing.assert_array_equal(a, b)
     assert np.abs(a - single).max() > 1e-3  # the mask did change something
-    c = predict(net, image, mask_out=m_out, progress=False)
+    c = predict(net, image, heads="all", mask_out=m_out, progress=False)
     assert (c[:, m_out != 0] == 0).all()
     np.testing.assert_array_equal(c[:, m_out == 0], single[:, m_out == 0])
 
 
 def test_heads_channels_and_kind(net, image, single):
-    assert channel_names(net) == ["affinity_z", "affinity_y", "affinity_x", "myelin"]
-    assert output_kind(net, ["affinity"]) == "affinities" and output_kind(net) == "probability"
+    assert channel_names(net, "all") == ["affinity_z", "affinity_y", "affinity_x", "myelin"]
+    # a boundary net writes its affinity head by default: an affinities layer for emkit segment
+    assert channel_names(net) == ["affinity_z", "affinity_y", "affinity_x"]
+    assert output_kind(net, ["affinity"]) == "affinities" and output_kind(net) == "affinities"
+    assert output_kind(net, "all") == "probability" and output_kind(net, "affinity,myelin") == "probability"
+    np.testing.assert_array_equal(predict(net, image, progress=False), single[:3])
     my = predict(net, image, heads="myelin", progress=False)
     np.testing.assert_allclose(my[0], single[3], atol=1e-6)
     sem = tiny_rsunet(heads=(HeadSpec("semantic", 5, "semantic"),))
     assert channel_names(sem) == [f"semantic_{c}" for c in ("soma", "axon", "dendrite", "glia", "vessel")]
+    assert output_kind(sem) == "probability"  # nets without an affinity head: every head
     with pytest.raises(InputError, match="unknown head.*long_range.*affinity, myelin"):
         predict(net, image, heads=["long_range"], progress=False)
 
 
 def test_predict_bad_inputs(net, image):
     with pytest.raises(InputError, match="mask_in of shape"):
-        predict(net, image, mask_in=np.zeros((16, 96, 95), np.uint8), progress=False)
+        predict(net, image, heads="all", mask_in=np.zeros((16, 96, 95), np.uint8), progress=False)
     with pytest.raises(InputError, match="dtype int32"):
         predict(net, image.astype(np.int32), progress=False)
     with pytest.raises(InputError, match="shape"):
         predict(net, image[0], progress=False)
     with pytest.raises(InputError, match="batch_size"):
-        predict(net, image, batch_size=0, progress=False)
+        predict(net, image, heads="all", batch_size=0, progress=False)
     with pytest.raises(InputError, match="device"):
-        predict(net, image, device="tpu", progress=False)
+        predict(net, image, heads="all", device="tpu", progress=False)
 
 
 def test_predict_restores_training_mode(image):
@@ -265,7 +270,7 @@ def test_infer_layers_serial_equals_single_pass(tmp_path, net, image, single):
     assert rep.chunks == 2 * 2 * 2 and rep.executed == 8 and rep.kind == "affinities"
     assert np.abs(out.read() - single[:3]).max() < 1e-5
     # all heads -> probability layer with named channels
-    infer_layers(net, img.url, tmp_path / "all", chunk_size=(8, 32, 96), workers=0, progress=False)
+    infer_layers(net, img.url, tmp_path / "all", heads="all", chunk_size=(8, 32, 96), workers=0, progress=False)
     allp = Layer.open(tmp_path / "all")
     assert allp.kind.name == "probability" and allp.channel_names == ("affinity_z", "affinity_y", "affinity_x",
                                                                       "myelin")
@@ -282,7 +287,7 @@ def test_infer_layers_two_workers_checkpoint_and_masks(tmp_path, net, image):
     rep = infer_layers(str(ckpt), img.url, tmp_path / "out", mask_in_url=mi.url, mask_out_url=mo.url,
                        chunk_size=(8, 64, 32), workers=2, progress=False)
     assert rep.executed == rep.chunks == 2 * 2 * 3
-    expect = predict(net, image, mask_in=m_in, mask_out=m_out, progress=False)
+    expect = predict(net, image, mask_in=m_in, mask_out=m_out, progress=False)  # default: the affinity head
     got = Layer.open(tmp_path / "out").read()
     assert np.abs(got - expect).max() < 1e-5
     assert (got[:, m_out != 0] == 0).all()
@@ -321,7 +326,7 @@ def test_infer_layers_bad_inputs(tmp_path, net, image):
     with pytest.raises(InputError, match="is a affinities layer; expected an image"):
         infer_layers(net, aff.url, tmp_path / "o1", workers=0, progress=False)
     small = write_mask(tmp_path, np.zeros((16, 96, 64), np.uint8), "small_mask")
-    with pytest.raises(InputError, match="size .*must share the image's grid"):
+    with pytest.raises(InputError, match="input mask .*small_mask has size .*must share size, voxel offset and resolution"):
         infer_layers(net, img.url, tmp_path / "o2", mask_in_url=small.url, workers=0, progress=False)
     shifted = write_mask(tmp_path, np.zeros(SHAPE, np.uint8), "shifted_mask", offset=(0, 0, 0))
     with pytest.raises(InputError, match="voxel_offset"):
@@ -356,7 +361,7 @@ def test_cli_infer(tmp_path, net, image, single, capsys):
                "--workers", "0", "--device", "cpu", "--quiet"])
     assert rc == 0 and "voxels/s" in capsys.readouterr().out
     assert np.abs(Layer.open(out).read() - single[:3]).max() < 1e-5
-    rc = main(["infer", str(ckpt), img.url, str(out), "--workers", "0", "--quiet"])
+    rc = main(["infer", str(ckpt), img.url, str(out), "--heads", "all", "--workers", "0", "--quiet"])
     err = capsys.readouterr().err
     assert rc == 2 and "holds an interrupted inference with other parameters" in err  # other heads
     rc = main(["infer", "no-such-model", img.url, str(tmp_path / "x"), "--workers", "0", "--quiet"])
@@ -368,3 +373,142 @@ def test_cli_infer(tmp_path, net, image, single, capsys):
         _overlap("a lot")
     info = json.loads((out / "info").read_text())
     assert info["emkit"]["channels"] == ["affinity_z", "affinity_y", "affinity_x"]
+
+
+# ---- resolution: averaging to the net's resolution, outputs on the image's grid -------------------
+def test_plan_resampling_rule():
+    from emkit.inference import plan_resampling
+
+    net = (40, 8, 8)
+    with pytest.warns(UserWarning, match="runs at \\(50, 8, 8\\)"):
+        p = plan_resampling(net, (50, 4, 4))  # ssTEM: 2x in y, x (the paper's 4 -> 8 nm); z 50 vs 40 stays
+    assert p.factors == (1, 2, 2) and p.net_resolution == (50, 8, 8) and p.net_shape((30, 513, 512)) == (30, 257, 256)
+    assert plan_resampling(net, (40, 8, 8)).identity
+    with pytest.raises(InputError, match=r"z: 10 nm would need averaging by 4.*at most 2"):
+        plan_resampling(net, (10, 10, 10))  # isotropic FIB-SEM through the anisotropic net
+    assert plan_resampling(net, (10, 10, 10), max_downsample=4, warn=False).factors == (4, 1, 1)
+    with pytest.raises(InputError, match=r"y: 16 nm is 2x coarser.*never upsampled"):
+        plan_resampling(net, (40, 16, 16))
+    assert plan_resampling(net, (40, 5, 5), warn=False).factors == (1, 2, 2)  # 10 nm: nearer 8 than 5 is
+    assert plan_resampling(net, (40, 6.5, 6.5), warn=False).factors == (1, 1, 1)  # 6.5 nm: nearer 8 than 13
+    assert plan_resampling(None, (3, 3, 3)).identity  # a net without a recorded resolution: unchecked
+
+
+def test_block_mean_and_linear_upsampling():
+    from emkit.inference.resample import block_mean, coarse_box, upsample_linear
+
+    x = np.arange(2 * 3 * 5 * 7, dtype=np.float32).reshape(2, 3, 5, 7)
+    m = block_mean(x, (1, 2, 3))
+    assert m.shape == (2, 3, 3, 3)
+    np.testing.assert_allclose(m[1, 2, 0, 0], x[1, 2, 0:2, 0:3].mean())
+    np.testing.assert_allclose(m[0, 1, 2, 2], x[0, 1, 4:5, 6:7].mean())  # partial last blocks: their own voxels
+    # a linear ramp averaged 2x is sampled at block centres; interpolating back gives the ramp itself
+    ramp = np.broadcast_to(np.arange(40, dtype=np.float32)[None, None, None, :], (1, 2, 3, 40))
+    coarse = block_mean(ramp, (1, 1, 2))
+    box = Bbox((0, 0, 3), (2, 3, 37))
+    cb = coarse_box(box, (1, 1, 2), coarse.shape[1:])
+    up = upsample_linear(coarse[(slice(None), *cb.slices())], (1, 1, 2), cb.start, box, coarse.shape[1:])
+    np.testing.assert_allclose(up, ramp[(slice(None), *box.slices())], atol=1e-5)
+    full = upsample_linear(coarse, (1, 1, 2), (0, 0, 0), Bbox((0, 0, 0), (2, 3, 40)), coarse.shape[1:])
+    assert full[0, 0, 0, 0] == coarse[0, 0, 0, 0] and full[0, 0, 0, -1] == coarse[0, 0, 0, -1]  # flat beyond centres
+
+
+def test_predict_resampled_is_the_net_on_the_averaged_image(net, image):
+    """At 40x4x4 nm, a 40x8x8 net runs on the image averaged 2x in y, x; outputs come back at 4 nm."""
+    from emkit.inference.resample import upsample_linear
+
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 40x4x4 -> 40x8x8 is exact: no warning
+        out = predict(net, image, resolution=(40, 4, 4), progress=False)
+    assert out.shape == (3, *SHAPE)
+    coarse_img = image.astype(np.float32).reshape(16, 48, 2, 48, 2).mean(axis=(2, 4)) / 255
+    coarse = predict(net, coarse_img, progress=False)
+    expect = upsample_linear(coarse, (1, 2, 2), (0, 0, 0), Bbox.from_shape(SHAPE), coarse.shape[1:])
+    assert np.abs(out - expect).max() < 1e-4
+    assert np.abs(out - predict(net, image, progress=False)).max() > 1e-3  # resampling did change the result
+
+
+@pytest.mark.parametrize("chunk", [(8, 32, 32), (5, 33, 70), (3, 17, 50)])
+def test_resampled_chunked_equals_single_pass(net, image, chunk):
+    shape = (16, 95, 90)  # odd sizes: partial blocks at the far faces
+    img = image[:, :95, :90]
+    m_in, m_out = (m[:, :95, :90] for m in defect_masks())
+    kw = dict(resolution=(40, 4, 4), mask_in=m_in, mask_out=m_out, heads="all", progress=False)
+    single = predict(net, img, **kw)
+    out = predict(net, img, chunk_size=chunk, **kw)
+    assert out.shape == (4, *shape) and np.abs(out - single).max() < 1e-5
+    assert (out[:, m_out != 0] == 0).all()
+
+
+def test_infer_layers_resampled_on_the_image_grid(tmp_path, net, image):
+    img = write_image(tmp_path, image, resolution=(40, 4, 4))
+    m_in, m_out = defect_masks()
+    mi = write_mask(tmp_path, m_in, "mask_in", resolution=(40, 4, 4))
+    mo = write_mask(tmp_path, m_out, "mask_out", resolution=(40, 4, 4))
+    rep = infer_layers(net, img.url, tmp_path / "aff", mask_in_url=mi.url, mask_out_url=mo.url, chunk_size=(8, 32, 64),
+                       workers=0, progress=False)
+    out = Layer.open(tmp_path / "aff")
+    assert out.kind.name == "affinities" and rep.factors == (1, 2, 2) and "averaged 1x2x2" in rep.resampling
+    assert (out.size, out.voxel_offset, out.resolution) == (img.size, img.voxel_offset, img.resolution)
+    expect = predict(net, image, resolution=(40, 4, 4), mask_in=m_in, mask_out=m_out, progress=False)
+    assert rep.chunks == 2 * 3 * 2 and np.abs(out.read() - expect).max() < 1e-5
+    ssTEM = write_image(tmp_path, image, name="sstem", resolution=(50, 4, 4))
+    with pytest.warns(UserWarning, match="outputs may be poorer"):
+        infer_layers(net, ssTEM.url, tmp_path / "aff2", workers=0, progress=False)
+    fib = write_image(tmp_path, image, name="fib", resolution=(10, 10, 10))
+    with pytest.raises(InputError, match=r"z: 10 nm would need averaging by 4.*emkit train boundary --data"):
+        infer_layers(net, fib.url, tmp_path / "aff3", workers=0, progress=False)
+    with pytest.warns(UserWarning):
+        rep = infer_layers(net, fib.url, tmp_path / "aff3", max_downsample=4, workers=0, progress=False)
+    assert rep.factors == (4, 1, 1) and Layer.open(tmp_path / "aff3").size == img.size
+
+
+@pytest.fixture()
+def models_dir(tmp_path, monkeypatch):
+    """A folder of 'shipped' models (tiny, untrained) at two resolutions, used instead of emkit/models."""
+    d = tmp_path / "models"
+    save(tiny_rsunet(heads=boundary_heads(long_range=True)), d / "boundary.pt", extra={"what": "test, 40x8x8"})
+    torch.manual_seed(1)
+    iso = RSUNet(NetConfig(widths=(4, 8), heads=boundary_heads(long_range=True), patch_size=(16, 32, 32),
+                           resolution=(10, 10, 10)))
+    save(iso, d / "boundary_iso.pt", extra={"what": "test, 10 nm isotropic"})
+    monkeypatch.setenv("EMKIT_MODELS_DIR", str(d))
+    return d
+
+
+def test_shipped_name_resolves_to_the_nearest_resolution(tmp_path, models_dir, image, capsys):
+    from emkit.cli.main import main
+    from emkit.nets import shipped_models
+
+    assert {n: m["resolution"] for n, m in shipped_models("boundary").items()} == {
+        "boundary": (40, 8, 8), "boundary_iso": (10, 10, 10)}
+    fib = write_image(tmp_path, image, name="fib", resolution=(10, 10, 10))
+    rep = infer_layers("boundary", fib.url, tmp_path / "fib_aff", workers=0, progress=False)
+    assert "shipped boundary_iso" in rep.model and rep.factors == (1, 1, 1)
+    assert Layer.open(tmp_path / "fib_aff").kind.name == "affinities"  # long-range heads not written
+    iso = load_model_cached(str(models_dir / "boundary_iso.pt"))
+    np.testing.assert_allclose(Layer.open(tmp_path / "fib_aff").read(), predict(iso, image, progress=False), atol=1e-5)
+    sstem = write_image(tmp_path, image, name="sstem", resolution=(50, 4, 4))
+    rc = main(["infer", "boundary", sstem.url, str(tmp_path / "sstem_aff"), "--workers", "0", "--quiet"])
+    printed = capsys.readouterr().out
+    assert rc == 0 and "-> shipped boundary, the nearest" in printed and "averaged 1x2x2" in printed
+    # a full name is used as given, and refused when it does not fit
+    with pytest.raises(InputError, match=r"z: 50 nm is 5x coarser"):
+        infer_layers("boundary_iso", sstem.url, tmp_path / "o1", workers=0, progress=False)
+    # no shipped model fits: the message names them, their resolutions and how to fine-tune
+    (models_dir / "boundary_iso.pt").unlink()
+    with pytest.raises(InputError, match=r"no shipped boundary model fits .*boundary \(40, 8, 8\) nm.*"
+                                         r"emkit train boundary --data YOUR_DATASET --init boundary"):
+        infer_layers("boundary", fib.url, tmp_path / "o2", workers=0, progress=False)
+
+
+def test_infer_layers_on_a_volume_thinner_than_the_overlap(tmp_path, net, image):
+    """z averaged 4x leaves 2 coarse sections: the patch shrinks below the nominal overlap; tasks agree."""
+    img = write_image(tmp_path, image[:8], resolution=(10, 8, 8))
+    rep = infer_layers(net, img.url, tmp_path / "aff", max_downsample=4, chunk_size=(8, 32, 96), workers=0,
+                       progress=False)
+    expect = predict(net, image[:8], resolution=(10, 8, 8), max_downsample=4, progress=False)
+    assert rep.factors == (4, 1, 1) and rep.executed == 3
+    assert np.abs(Layer.open(tmp_path / "aff").read() - expect).max() < 1e-5

@@ -4,7 +4,9 @@ import math
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+from helpers_require import require
+
+torch = require("torch", "torch (the 'nets' extra: pip install torch==2.13.0)")
 
 from emkit.nets import HeadSpec, NetConfig  # noqa: E402
 from emkit.train.losses import bce_loss, head_losses, rebalance_weights, soft_targets  # noqa: E402

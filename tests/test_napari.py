@@ -14,6 +14,7 @@ import pytest
 from emkit.errors import InputError
 from emkit.geometry import Bbox
 from helpers_view import make_view_dataset, xvfb
+from helpers_require import require, require_that
 
 # runs inside Xvfb: open the dataset, report the layers, take a canvas screenshot
 _SCRIPT = textwrap.dedent("""
@@ -64,14 +65,11 @@ def _qt_missing() -> str | None:
 
 @pytest.mark.gui
 def test_napari_shows_layers_at_their_scale_under_xvfb(dataset, tmp_path):
-    pytest.importorskip("napari", reason="!!! napari not installed: the napari view was NOT tested !!!")
-    if shutil.which("Xvfb") is None:
-        pytest.skip("!!! Xvfb NOT FOUND: the napari view was NOT tested; install Debian's xvfb xauth "
-                    "(`make system-deps`) !!!")
+    require("napari", "napari (the 'widgets' extra) for the napari view")
+    require_that(shutil.which("Xvfb") is not None, "Debian's xvfb and xauth (`make system-deps`) for the napari view")
     missing = _qt_missing()
-    if missing:
-        pytest.skip(f"!!! Qt xcb libraries missing ({missing}): the napari view was NOT tested; install Debian's "
-                    "libxcb-icccm4 libxcb-keysyms1 libxcb-cursor0 … (`make system-deps`) !!!")
+    require_that(not missing, f"Qt xcb libraries ({missing}; Debian's libxcb-icccm4 libxcb-keysyms1 libxcb-cursor0 …, "
+                              "`make system-deps`) for the napari view")
     from PIL import Image
 
     script = tmp_path / "napari_shot.py"
@@ -106,7 +104,7 @@ def test_napari_shows_layers_at_their_scale_under_xvfb(dataset, tmp_path):
 
 def test_add_layers_scale_translate_and_bbox_without_a_window(tmp_path):
     """add_layers on napari's (window-less) ViewerModel: offsets and resolutions become nm."""
-    pytest.importorskip("napari")
+    require("napari", "napari (the 'widgets' extra)")
     from napari.components import ViewerModel
 
     from emkit.io import Layer

@@ -5,7 +5,9 @@ import sys
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+from helpers_require import require
+
+torch = require("torch", "torch (the 'nets' extra: pip install torch==2.13.0)")
 
 from emkit.errors import InputError  # noqa: E402
 from emkit.nets import (  # noqa: E402

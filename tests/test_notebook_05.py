@@ -35,5 +35,11 @@ def test_notebook_05_runs(tmp_path):
     table = next(_text(c) for c in code if "sweep(" in c.source)
     assert all(t in table for t in ("0.05", "0.2", "0.5")) and "voi_split" in table
     assert "http://127.0.0.1:" in text
+    # the tuning section compared defaults and tuned parameters on the held-out half and wrote the file
+    held = next(_text(c) for c in code if "tune(" in c.source)
+    assert "defaults" in held and "tuned" in held and "arand" in held
+    import json
+
+    assert set(json.loads((tmp_path / "data" / "tuned.json").read_text())) >= {"watershed", "agglomeration", "threshold"}
     assert (tmp_path / "data" / "image" / "info").exists() and (tmp_path / "data" / "gt" / "segmentation" / "info").exists()
     assert any(p.name.startswith("segmentation_t") for p in (tmp_path / "data").iterdir())

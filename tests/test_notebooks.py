@@ -5,22 +5,27 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from helpers_notebooks import errors, run_notebook, text
+
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
+QUICKSTART = "00_quickstart.ipynb"
 # small parameters per notebook (the notebooks' own defaults are already quick)
 OVERRIDES = {
-    "00_quickstart.ipynb": "SIZE = (12, 128, 128)\nSEED = 1\nOUT_DIR = {tmp!r}\nTHRESHOLD = 0.5\nSERVE = True\n",
+    QUICKSTART: "SIZE = (12, 128, 128)\nSEED = 1\nOUT_DIR = {tmp!r}\nTHRESHOLD = 0.5\nSEMANTIC = {semantic!r}\n"
+                "SERVE = True\n",
     "01_phantom_and_defects.ipynb": "SIZE = (16, 128, 128)\nSEED = 2\nDEFECTS = 'default'\n",
 }
 # notebooks with their own test module (it runs them and checks their outputs)
-OWN_TEST = {"03_boundary_detection.ipynb", "04_semantic_labels.ipynb", "05_segmentation.ipynb"}
+OWN_TEST = {"03_boundary_detection.ipynb", "04_semantic_labels.ipynb", "05_segmentation.ipynb",
+            "06_finetune_your_data.ipynb"}
 
 
 def test_every_notebook_has_overrides():
     assert {p.name for p in NOTEBOOKS.glob("*.ipynb")} == set(OVERRIDES) | OWN_TEST
 
 
-@pytest.mark.parametrize("name", sorted(OVERRIDES))
+@pytest.mark.parametrize("name", sorted(set(OVERRIDES) - {QUICKSTART}))
 def test_notebook_runs(name, tmp_path):
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
     params = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
@@ -32,3 +37,43 @@ def test_notebook_runs(name, tmp_path):
     assert not errors
     # every code cell ran
     assert all(c.get("execution_count") for c in nb.cells if c.cell_type == "code")
+
+
+def test_quickstart_default_has_no_semantic_input():
+    """The quickstart's default feeds no semantic labels, and nothing in it names the ground-truth semantic
+    layer: the only way to it is ``dataset_semantic(..., 'oracle')``, which labels the run."""
+    nb = nbformat.read(NOTEBOOKS / QUICKSTART, as_version=4)
+    params = next(c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", []))
+    assert "SEMANTIC = 'none'" in params.source
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert "gt/image_frame/semantic" not in code and "gt/semantic" not in code
+
+
+def test_quickstart_runs_with_the_semantic_net(tmp_path):
+    """Run with the shipped semantic net: its probabilities (not the ground truth) reach the agglomeration,
+    and the scores equal evaluate() on the written layers."""
+    data = tmp_path / "data"
+    nb, probed = run_notebook(QUICKSTART, OVERRIDES[QUICKSTART].format(tmp=str(data), semantic="net"), tmp_path,
+                              probe="{'semantic_url': semantic_url, 'source': semantic_source, "
+                                    "'arand': scores['arand'], 'seg': report['segmentation']}")
+    assert not errors(nb)
+    assert all(c.get("execution_count") for c in nb.cells if c.cell_type == "code")
+    assert probed["semantic_url"].endswith("data/semantic") and probed["source"].startswith("semantic net")
+    assert not any("ORACLE" in text(c) for c in nb.cells if c.cell_type == "code")
+    from emkit.evaluate import evaluate
+    from emkit.io import Layer
+
+    seg = Layer.open(probed["seg"]).read()
+    gt = Layer.open(data / "gt/image_frame/segmentation").read()
+    assert probed["arand"] == evaluate(seg, gt)["arand"]
+    assert Layer.open(data / "semantic").num_channels == 5
+
+
+def test_quickstart_oracle_is_labelled(tmp_path):
+    nb, probed = run_notebook(QUICKSTART, OVERRIDES[QUICKSTART].format(tmp=str(tmp_path / "data"), semantic="oracle")
+                              .replace("SERVE = True", "SERVE = False"), tmp_path,
+                              probe="{'source': semantic_source}")
+    assert not errors(nb)
+    assert probed["source"].startswith("oracle: ground-truth semantic labels")
+    assert any("ORACLE RUN" in text(c) for c in nb.cells if c.cell_type == "code")
+

@@ -183,3 +183,15 @@ def test_image_frame_ground_truth_is_written(tmp_path):
     assert not np.array_equal(seg, ph.segmentation)  # the step moved it
     sem = Layer.open(tmp_path / "ds" / "gt/image_frame/semantic").read()
     assert np.array_equal(sem, ph.in_image_frame(ph.semantic).astype(np.uint64))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_phantom_3um_wide_holds_every_class(seed):
+    """From 3 µm in y and x (375 voxels at 8 nm) a phantom has a soma and a vessel besides axons, dendrites
+    and glia: the size benchmarks/shipped_semantic.py --every-class uses (384); narrower ones lack both."""
+    wide = make_phantom((8, 384, 384), seed=seed, defects=None)
+    counts = np.bincount(wide.semantic.ravel(), minlength=6)
+    assert (counts[1:] > 0).all(), counts.tolist()
+    narrow = make_phantom((8, 368, 368), seed=seed, defects=None)
+    counts = np.bincount(narrow.semantic.ravel(), minlength=6)
+    assert counts[1] == 0 and counts[5] == 0 and (counts[2:5] > 0).all(), counts.tolist()

@@ -307,3 +307,45 @@ def test_killed_run_resumes_only_missing_chunks(tmp_path, src):
     assert (rep.skipped, rep.executed) == (len(done), 36 - len(done))
     assert {n: os.stat(Path(markers.url[len("file://"):], "done", n)).st_mtime_ns for n in done} == mtimes
     np.testing.assert_array_equal(dest.read(), expected(data))
+
+
+_PAUSED_WRITE = """
+from emkit.runtime import Markers
+Markers({url!r}).bind({{"run": 2}})
+"""
+
+
+def test_atomic_writes_never_leave_a_partial_file(tmp_path):
+    """run.json (and every marker) goes to a temporary name and is renamed when complete: a process
+    killed just before the rename leaves no run.json, so the next run binds afresh instead of failing
+    on a truncated file; stray temporaries are not counted as done chunks and can be cleared."""
+    from emkit.runtime import put_atomic, remove_stale_temporaries
+
+    put_atomic(str(tmp_path), "a/b.bin", b"x" * 1000)
+    assert (tmp_path / "a" / "b.bin").read_bytes() == b"x" * 1000
+    assert os.listdir(tmp_path / "a") == ["b.bin"]
+    url = str(tmp_path / "markers")
+    env = {**os.environ, "EMKIT_TEST_ATOMIC_PAUSE": str(tmp_path / "markers" / "run.json"),
+           "EMKIT_TEST_ATOMIC_PAUSE_S": "120"}
+    proc = subprocess.Popen([sys.executable, "-c", _PAUSED_WRITE.format(url=url)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not (os.path.isdir(tmp_path / "markers") and os.listdir(tmp_path / "markers")):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+    finally:
+        proc.kill()
+        proc.wait()
+    left = os.listdir(tmp_path / "markers")
+    assert len(left) == 1 and left[0].startswith(".run.json.") and left[0].endswith(".tmp")
+    m = Markers(url)
+    assert m.params() is None          # no run.json, not a truncated one
+    assert m.bind({"run": 1}) is False  # a fresh run binds
+    (tmp_path / "markers" / "done").mkdir()
+    (tmp_path / "markers" / "done" / ".0-4_0-4_0-4.abc.tmp").write_bytes(b"{")
+    m.mark_done(Bbox((0, 0, 0), (4, 4, 8)))
+    assert m.done() == {"0-4_0-4_0-8"}
+    assert remove_stale_temporaries(url, "run.json") == 1
+    assert remove_stale_temporaries(url, "done/0-4_0-4_0-4") == 1
+    assert sorted(os.listdir(tmp_path / "markers")) == ["done", "run.json"]

@@ -5,24 +5,12 @@ import pytest
 from emkit.errors import InputError, LayerExistsError, TaskFailedError
 from emkit.segment import AgglomerationParams, WatershedParams, segment, segment_layers
 from emkit.segment.chunked import ArraySink, ArraySource, MemoryStore, run_chunked
+from helpers_cells import voronoi
 
 THRESHOLDS = (0.95, 0.8, 0.6, 0.5, 0.4, 0.25, 0.1, 0.0)
 SMALL_WS = WatershedParams(size_threshold=40, dust_size=10)
 CONSTRAINED = AgglomerationParams(semantic_min_size=300, size_min_supervoxels_both=3, size_max_supervoxels_one=8)
 PLAIN = AgglomerationParams(constraints=False)
-
-
-def voronoi(shape, n, seed):
-    from scipy import ndimage
-
-    rng = np.random.default_rng(seed)
-    seeds = np.ones(shape, bool)
-    idx = rng.choice(np.prod(shape), n, replace=False)
-    seeds.flat[idx] = False
-    _, inds = ndimage.distance_transform_edt(seeds, sampling=(4, 1, 1), return_indices=True)
-    lab = np.zeros(np.prod(shape), np.uint64)
-    lab[idx] = np.arange(1, n + 1)
-    return lab[np.ravel_multi_index(tuple(inds), shape)].reshape(shape)
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +80,24 @@ def test_chunked_equals_global_with_plateaus_and_ties(wp):
         if wp.low == 0.3:
             assert store.get("plateaus")["a"].size > 0  # crossing plateaus were divided globally
         assert_same(glob, (sink.segmentation, sink.supervoxels, h))
+
+
+@pytest.mark.parametrize("wp", [WatershedParams(low=0.0, high=0.99, size_threshold=40, dust_size=10),
+                                WatershedParams(low=0.0, high=0.7, size_threshold=0, dust_size=0)])
+def test_chunked_equals_global_on_a_saturated_boundary_map(wp):
+    # a pixel classifier's map: exact 0 inside cells and exact 1 on membranes, as in real data. Every
+    # edge of a membrane voxel is 0: exits choose by the two-step ascent, and membrane plateaus (with
+    # low = 0 they exist) cross chunk faces
+    from emkit.affinity import boundary_mask, boundary_to_affinities
+
+    gt = voronoi((12, 40, 40), 12, seed=7)
+    rng = np.random.default_rng(7)
+    b = np.clip(boundary_mask(gt) + 0.4 * rng.random(gt.shape) * (rng.random(gt.shape) < 0.3), 0, 1)
+    aff = boundary_to_affinities(np.round(b, 1).astype(np.float32))
+    glob = segment(aff, watershed_params=wp, agglomeration_params=PLAIN)
+    assert not np.any(glob[1] == 0)  # low = 0: no voxel is left as background
+    for chunk in [(4, 16, 16), (5, 13, 22)]:
+        assert_same(glob, segment(aff, watershed_params=wp, agglomeration_params=PLAIN, chunk_size=chunk))
 
 
 class RecordingStore(MemoryStore):

@@ -119,3 +119,24 @@ def test_cli_semantic(tmp_path, rng, capsys):
     assert "5 float channels" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path / "cls"), str(tmp_path / "gt"), "--mask", str(tmp_path / "mask")]) != 0
     assert "--semantic" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("which", ["gt", "mask"])
+@pytest.mark.parametrize("kw, words", [
+    ({"voxel_offset": (3, 0, 12)}, ["voxel_offset", "(3, 0, 12)", "(3, 0, 11)"]),
+    ({"voxel_offset": (3, 0, 11), "resolution": (40, 4, 4)}, ["resolution", "(40, 4, 4) nm", "(40, 8, 8) nm"]),
+])
+def test_layers_on_another_grid_are_refused(tmp_path, rng, which, kw, words):
+    """A ground truth or mask shifted by one voxel or at another resolution is refused, naming the value."""
+    from emkit.evaluate.semantic_layers import semantic_iou_layers
+    from emkit.io import Layer
+
+    gt, _, mask = _layers(tmp_path, rng)
+    arr = gt.astype(np.uint64) if which == "gt" else mask
+    Layer.create(str(tmp_path / "moved"), "segmentation" if which == "gt" else "mask", gt.shape, **kw).write(arr)
+    args = dict(gt_url=tmp_path / ("moved" if which == "gt" else "gt"),
+                mask_url=tmp_path / ("moved" if which == "mask" else "mask"))
+    with pytest.raises(InputError) as exc:
+        semantic_iou_layers(tmp_path / "prob", **args)
+    msg = str(exc.value)
+    assert all(w in msg for w in words) and "moved" in msg

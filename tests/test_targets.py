@@ -7,6 +7,8 @@ from emkit.nets import NetConfig, boundary_heads
 from emkit.train.targets import (
     affinity_targets,
     make_targets,
+    resolve_background,
+    zero_separates_labels,
     semantic_targets,
     vessel_wall_target,
 )
@@ -102,3 +104,65 @@ def test_make_targets_per_head():
     assert set(out) == {"affinity", "long_range", "myelin"}
     assert out["affinity"][0].shape == (3, 2, 4, 4) and out["long_range"][0].shape == (9, 2, 4, 4)
     assert out["long_range"][1].sum() == 0   # the paper's offsets do not fit in a 2×4×4 patch
+
+
+def test_zero_separates_labels_and_resolve_background():
+    sep = np.array([[[1, 1, 0, 2, 2],
+                     [1, 0, 0, 0, 2],
+                     [0, 3, 3, 0, 2]]], dtype=np.uint64)
+    assert zero_separates_labels(sep)
+    touch = sep.copy()
+    touch[0, 0, 2] = 1                                  # 1 now touches 2 along x
+    assert not zero_separates_labels(touch)
+    ztouch = np.stack([sep[0], sep[0]])
+    ztouch[1, 0, 0] = 2                                 # 2 sits on top of 1 along z
+    assert not zero_separates_labels(ztouch)
+    assert not zero_separates_labels(np.where(sep == 2, 1, sep).clip(0, 1))  # one body: nothing to separate
+    assert not zero_separates_labels(np.full((2, 3, 3), 4, np.uint64))       # no label 0
+    assert resolve_background("auto", [sep]) == "boundary"
+    assert resolve_background("auto", [sep, touch]) == "ignore"
+    assert resolve_background("auto", [np.ones((2, 2, 2), np.uint64)]) == "ignore"
+    assert resolve_background("ignore", [sep]) == "ignore"
+    with pytest.raises(InputError, match="background"):
+        resolve_background("zero", [sep])
+    with pytest.raises(InputError, match="shape"):
+        zero_separates_labels(sep[0])
+    # with membranes labelled 0, 'boundary' trains the between-body edges, 'ignore' drops all of them
+    t, v = affinity_targets(sep, background="boundary")
+    assert ((t == 0) & (v == 1)).any()
+    t, v = affinity_targets(sep, background="ignore")
+    assert not ((t == 0) & (v == 1)).any()
+
+
+def test_planar_labels_mask_the_affinities_across_sections():
+    """Labels drawn section by section (ids of 2D components, new ids in every section): z and
+    long-range z channels are not valid anywhere; in-plane channels are as without planar."""
+    sec = np.array([[1, 1, 0, 2],
+                    [1, 1, 0, 2],
+                    [0, 0, 0, 2]], dtype=np.uint64)
+    labels = np.stack([sec, np.where(sec > 0, sec + 10, 0), np.where(sec > 0, sec + 20, 0)])
+    offs = ((1, 0, 0), (0, 1, 0), (0, 0, 1), (2, 0, 0), (0, 0, 2))
+    t3, v3 = affinity_targets(labels, offs, background="boundary")
+    t, v = affinity_targets(labels, offs, background="boundary", planar=True)
+    assert v3[0].any() and v3[3].any()                      # 3D: the z edges would count, as boundaries
+    assert not v[0].any() and not v[3].any()                # planar: masked
+    np.testing.assert_array_equal(v[[1, 2, 4]], v3[[1, 2, 4]])
+    np.testing.assert_array_equal(t, t3)
+    assert ((t[2] == 0) & (v[2] == 1)).any()                # in-plane boundaries still train
+    # label 0 separates the 2D components in-plane, not across sections (ids differ in z)
+    assert not zero_separates_labels(labels) and zero_separates_labels(labels, axes=(1, 2))
+    assert resolve_background("auto", [labels], axes=(1, 2)) == "boundary"
+    cfg = NetConfig(widths=(2, 4), resolution=(40, 8, 8), patch_size=(2, 8, 8))
+    tg = make_targets({"labels": labels}, cfg, "boundary", planar=True)
+    z_lr = [c for c, o in enumerate(cfg.offsets) if o[0] != 0]
+    assert not tg["affinity"][1][0].any() and not tg["long_range"][1][z_lr].any()
+
+
+def test_split_per_section():
+    from emkit.train.loop import split_per_section
+
+    seg = np.array([[[1, 1, 0]], [[1, 2, 2]]], dtype=np.uint64)
+    out = split_per_section(seg)
+    assert out[0, 0, 2] == 0 and out[0, 0, 0] == out[0, 0, 1]
+    assert out[0, 0, 0] != out[1, 0, 0] and out[1, 0, 1] == out[1, 0, 2] != out[1, 0, 0]
+    assert len(np.unique(out[out > 0])) == 3

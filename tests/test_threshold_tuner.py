@@ -129,3 +129,25 @@ def test_set_threshold_moves_the_slider(case):
     html = tuner._controls["scores"].value
     tuner.set_threshold(0.0)
     assert tuner._controls["threshold"].value == 0.0 and tuner._controls["scores"].value != html
+
+
+def test_from_affinities_takes_tuned_parameters(case, tmp_path):
+    from emkit.segment import segment
+    from emkit.segment.tune import params_dict, save_params, tune
+
+    img, _, _, gt = case
+    aff = noisy_affinities(gt, 3, noise=0.25)
+    res = tune(aff, gt, grid={"dust_size": (0, 50)}, thresholds=(0.2, 0.4, 0.6))
+    path = tmp_path / "tuned.json"
+    save_params(path, res.to_dict())
+    for params in (res, str(path), (res.watershed, res.agglomeration, res.threshold)):
+        tuner = ThresholdTuner.from_affinities(img, aff, gt, params=params)
+        assert tuner.threshold == res.threshold
+        # the scores shown are those of the tuned segmentation, as emkit.evaluate gives them
+        seg, _, _ = segment(aff, threshold=res.threshold, watershed_params=res.watershed,
+                            agglomeration_params=res.agglomeration)
+        assert tuner.scores()["arand"] == pytest.approx(evaluate(seg, gt)["arand"], abs=1e-12)
+        assert tuner.scores()["arand"] == pytest.approx(res.scores["arand"], abs=1e-12)
+    assert ThresholdTuner.from_affinities(img, aff, params=None, threshold=0.3).threshold == 0.3
+    with pytest.raises(InputError, match="params"):
+        ThresholdTuner.from_affinities(img, aff, params=3)

@@ -141,6 +141,9 @@ def test_fine_tuning_from_weights_and_semantic_rebalancing(phantom_ds, tmp_path)
         assert torch.equal(tuned.model.state_dict()[k].cpu(), v.cpu())
     log = tuned.run().log
     assert log["train_config"]["rebalance_semantic"] and log["train_config"]["init"].endswith("best.pt")
+    bigger = Trainer(TrainConfig(task="semantic", data=(d,), iterations=1, init=str(tmp_path / "a" / "best.pt"),
+                                 out_dir=str(tmp_path / "p"), **{**TINY, "patch_size": (8, 48, 48)}))
+    assert bigger.net_config == first.model.config.replace(patch_size=(8, 48, 48))   # the patch is a training choice
     with pytest.raises(InputError, match="no 'affinity' head"):
         Trainer(TrainConfig(data=(d,), iterations=1, init=str(tmp_path / "a" / "best.pt"),
                             out_dir=str(tmp_path / "c"), **TINY))
@@ -215,7 +218,6 @@ def test_semantic_training(phantom_ds, tmp_path):
 
 
 def test_training_with_augmentation(tmp_path):
-    pytest.importorskip("emkit.train.augment")
     from emkit.phantom import make_phantom, write_phantom
 
     d = tmp_path / "big"
@@ -234,11 +236,13 @@ def test_cli_train(phantom_ds, tmp_path, capsys):
     _, d = phantom_ds
     out = tmp_path / "cli"
     argv = ["train", "boundary", "--data", d, "--iterations", "2", "--out", str(out), "--widths", "4,8",
-            "--patch", "8,32,32", "--augment", "none", "--val-interval", "1", "--threads", "1", "--no-progress"]
+            "--patch", "8,32,32", "--augment", "none", "--val-interval", "1", "--threads", "1", "--no-progress",
+            "--background", "boundary", "--planar-labels"]
     assert main(argv) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["iterations"] == 2
+    assert summary["iterations"] == 2 and summary["background"] == "boundary" and summary["wall_seconds"] > 0
     log = json.loads((out / "log.json").read_text())
+    assert log["train_config"]["planar_labels"] and log["background"] == "boundary"
     assert len(log["train"]["loss"]) == 2 and len(log["validation"]) == 2
     model = load(out / "best.pt")
     assert set(model.extra) >= {"command", "seed", "git_revision", "iteration", "metrics"}
@@ -261,3 +265,99 @@ def test_cli_preset_phantom_and_resume(tmp_path, capsys):
     assert main(["train", "boundary", "--out", str(out), "--resume", "--iterations", "2", "--no-progress"]) == 0
     log = json.loads((out / "log.json").read_text())
     assert log["train"]["iteration"] == [1, 2]
+
+
+def _iso_zero_boundaries(iso_ds, tmp_path, name="zero"):
+    """The iso volume with every voxel at a body's face set to 0 (membranes labelled 0, as in
+    FlyEM's FIB-SEM ground truth): no two bodies touch."""
+    src = Layer(iso_ds + "/gt/segmentation").read()
+    lab = src.copy()
+    for ax in range(3):
+        a = np.moveaxis(lab, ax, 0)
+        s_ = np.moveaxis(src, ax, 0)
+        a[1:][s_[1:] != s_[:-1]] = 0
+    d = tmp_path / name
+    img = Layer(iso_ds + "/image")
+    Layer.create(str(d / "image"), "image", img.size, resolution=(10, 10, 10)).write(img.read())
+    Layer.create(str(d / "gt" / "segmentation"), "segmentation", lab.shape, resolution=(10, 10, 10)).write(lab)
+    return str(d), lab
+
+
+def test_init_adapts_weights_across_resolution_and_prints_an_eta(iso_ds, tmp_path, capsys):
+    """--init with weights trained at 40x8x8 on 10 nm data: same weights, the data's down-sampling
+    and long-range offsets, noted in the log; adapted_model gives the same net; the ETA is printed
+    after 10 iterations and logged; auto augmentation is the isotropic preset."""
+    from emkit.nets import NetConfig, RSUNet, long_range_offsets, save
+    from emkit.train import adapted_model
+
+    torch.manual_seed(0)
+    aniso = RSUNet(NetConfig(widths=(4, 8, 16), resolution=(40, 8, 8), patch_size=(8, 32, 32)))
+    assert aniso.config.downsample == ((1, 2, 2), (1, 2, 2))
+    ck = save(aniso, tmp_path / "aniso.pt")
+    cfg = TrainConfig(data=(iso_ds,), iterations=11, val_interval=100, checkpoint_interval=100, init=str(ck),
+                      patch_size=(16, 16, 16), out_dir=str(tmp_path / "r"), threads=1, progress=False)
+    tr = Trainer(cfg)
+    nc = tr.net_config
+    assert nc.resolution == (10.0, 10.0, 10.0) and nc.widths == (4, 8, 16)
+    assert nc.downsample == ((2, 2, 2), (2, 2, 2)) and nc.offsets == long_range_offsets((10, 10, 10))
+    assert nc.offsets != aniso.config.offsets and nc.patch_size == (16, 16, 16)
+    for k, v in aniso.state_dict().items():
+        assert torch.equal(tr.model.state_dict()[k], v)
+    assert tr.augment_note == "isotropic"
+    before, note = adapted_model(str(ck), (10, 10, 10), patch_size=(16, 16, 16))
+    assert before.config == nc and "adapted to 10x10x10 nm" in note
+    assert adapted_model(str(ck), (40, 8, 8))[1] is None                 # same resolution: nothing adapted
+    log = tr.run().log
+    assert "40x8x8 nm" in log["init"] and "[2, 2, 2]" in log["init"]
+    err = capsys.readouterr().err
+    assert "emkit train: ETA" in err and "1 iterations left" in err
+    (eta,) = [e for e in log["eta"] if e["iteration"] == 10]
+    assert eta["iterations_left"] == 1 and eta["seconds_per_iteration"] > 0
+    assert log["wall_seconds"] > 0
+
+
+def test_background_auto_and_a_small_validation_volume(iso_ds, tmp_path):
+    """Membranes labelled 0 (bodies never touch) train with background 'boundary' (else every edge
+    between two bodies would be dropped); touching bodies keep 'ignore'. A validation volume
+    smaller than the training patch is fine (only its crop is read)."""
+    zero, lab = _iso_zero_boundaries(iso_ds, tmp_path)
+    val = tmp_path / "val"
+    Layer.create(str(val / "image"), "image", (8, 48, 48), resolution=(10, 10, 10)).write(
+        Layer(zero + "/image").read()[:8])
+    Layer.create(str(val / "gt" / "segmentation"), "segmentation", (8, 48, 48), resolution=(10, 10, 10)).write(lab[:8])
+    common = dict(iterations=1, val_interval=1, checkpoint_interval=1, widths=(4, 8), patch_size=(16, 16, 16),
+                  augment="none", threads=1, progress=False)
+    tr = Trainer(TrainConfig(data=(zero,), val_data=(str(val),), out_dir=str(tmp_path / "z"), **common))
+    assert tr.background == "boundary"
+    x, targets = tr.batch_arrays(0)
+    t, v = targets["affinity"]
+    assert (v[t == 0] == 1).any()                      # between-body edges count (they all touch label 0)
+    log = tr.run().log
+    assert log["background"] == "boundary" and np.isfinite(log["validation"][-1]["arand"])
+    assert Trainer(TrainConfig(data=(iso_ds,), out_dir=str(tmp_path / "t"), **common)).background == "ignore"
+    forced = Trainer(TrainConfig(data=(zero,), background="ignore", out_dir=str(tmp_path / "f"), **common))
+    t, v = forced.batch_arrays(0)[1]["affinity"]
+    assert not (v[t == 0] == 1).any()                  # what 'ignore' would have trained on: no boundary at all
+    with pytest.raises(InputError, match="background"):
+        TrainConfig(data=(zero,), background="membrane")
+
+
+def test_crop_dataset(iso_ds, tmp_path):
+    """A box of a dataset folder becomes a new dataset folder (every layer, kind and resolution kept);
+    bad boxes and existing layers are refused."""
+    from emkit.errors import LayerExistsError
+    from emkit.train.sampler import crop_dataset
+
+    d = crop_dataset(iso_ds, tmp_path / "part", (2, 8, 0), (18, 40, 48))
+    vol, src = open_dataset(d), open_dataset(iso_ds)
+    assert vol.size == (16, 32, 48) and vol.resolution == src.resolution
+    np.testing.assert_array_equal(vol.arrays["image"], src.arrays["image"][2:18, 8:40])
+    np.testing.assert_array_equal(vol.arrays["labels"], src.arrays["labels"][2:18, 8:40])
+    assert Layer(d + "/gt/segmentation").kind.name == "segmentation"
+    with pytest.raises(LayerExistsError):
+        crop_dataset(iso_ds, tmp_path / "part", (0, 0, 0), (4, 4, 4))
+    crop_dataset(iso_ds, tmp_path / "part", (0, 0, 0), (4, 4, 4), overwrite=True)
+    assert open_dataset(d).size == (4, 4, 4)
+    for start, stop in (((0, 0, 0), (33, 4, 4)), ((4, 0, 0), (4, 4, 4)), ((-1, 0, 0), (4, 4, 4))):
+        with pytest.raises(InputError, match="crop"):
+            crop_dataset(iso_ds, tmp_path / "bad", start, stop)

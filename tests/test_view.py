@@ -18,6 +18,7 @@ import pytest
 from emkit.errors import InputError
 from emkit.view import (FileServer, find_layers, neuroglancer_link, neuroglancer_state, resolve_layers, serve,
                         show)
+from helpers_require import require, require_that
 from helpers_view import (chromium_page, distinct_colours, find_chromium, make_view_dataset, poll,
                           screenshot_array)
 
@@ -193,10 +194,9 @@ def test_cli_view_serves_until_ctrl_c(dataset):
 # --- the real thing: headless Chromium ---------------------------------------------------------
 @pytest.mark.browser
 def test_neuroglancer_renders_layers_in_headless_chromium(dataset, tmp_path):
-    if find_chromium() is None:
-        pytest.skip("!!! chromium NOT FOUND: the Neuroglancer rendering test did not run. "
-                    "Install Debian's chromium (`make system-deps` / .ci/system-deps.sh) !!!")
-    pytest.importorskip("playwright.sync_api", reason="!!! playwright missing: Neuroglancer rendering not tested !!!")
+    require_that(find_chromium() is not None,
+                 "Debian's chromium (`make system-deps` / .ci/system-deps.sh) for the Neuroglancer rendering test")
+    require("playwright.sync_api", "playwright (the 'test' extra) for the Neuroglancer rendering test")
     handle = serve(dataset["root"])
     try:
         with chromium_page(handle.url, tmp_path / "profile") as page:

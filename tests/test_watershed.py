@@ -41,13 +41,19 @@ def reference_watershed(aff, p: WatershedParams, mask=None):
         u = edges[(v, d)][1]
         return (d + 3) % 6 in steep.get(u, [])
 
+    def top(u):  # steepest clamped affinity of u
+        return max(edges[(u, d)][0] for d in steep[u])
+
     target = {}
     queue = deque()
     for v in voxels:
         if v in steep:
             non = [d for d in steep[v] if not plateau(v, d)]
             if non:
-                target[v] = edges[(v, non[0])][1]
+                # exit: the non-plateau steepest edge whose far end ascends most (first in direction order)
+                best = max(top(edges[(v, d)][1]) for d in non)
+                d = next(d for d in non if top(edges[(v, d)][1]) == best)
+                target[v] = edges[(v, d)][1]
                 queue.append(v)
     while queue:
         v = queue.popleft()
@@ -144,12 +150,26 @@ def test_two_cubes_weak_face():
 def test_high_threshold_plateau_and_low_threshold_background():
     aff = np.zeros((3, 1, 1, 6), np.float32)
     aff[2, 0, 0, 1:] = [0.995, 0.999, 0.5, 0.995, 0.005]
-    sv = watershed(aff, WatershedParams(size_threshold=0, dust_size=0))
+    sv = watershed(aff, WatershedParams(low=0.01, size_threshold=0, dust_size=0))
     # x0-x1-x2 joined by edges >= high; x3-x4 too (0.995 beats x3's 0.5 edge to x2);
     # x5 has only an edge < low: background
     assert sv[0, 0].tolist() == [1, 1, 1, 2, 2, 0]
     # with size merging the two plateaus join along 0.5
-    assert watershed(aff, WatershedParams(size_threshold=3, merge_affinity=0.4, dust_size=0))[0, 0].tolist() == [1] * 5 + [0]
+    assert watershed(aff, WatershedParams(low=0.01, size_threshold=3, merge_affinity=0.4,
+                                          dust_size=0))[0, 0].tolist() == [1] * 5 + [0]
+
+
+def test_exit_follows_the_steeper_two_step_ascent():
+    # x2 is a membrane voxel (boundary probability 1): both its edges are 0, so its first step is a
+    # tie; it joins the side whose next edge is higher (x3-x4 at 0.8), not the first direction (-x)
+    aff = np.zeros((3, 1, 1, 5), np.float32)
+    aff[2, 0, 0, 1:] = [0.5, 0.0, 0.0, 0.8]
+    p = WatershedParams(low=0.0, size_threshold=0, dust_size=0)
+    assert watershed(aff, p)[0, 0].tolist() == [1, 1, 2, 2, 2]
+    aff[2, 0, 0, 4] = 0.3  # now the -x side ascends more
+    assert watershed(aff, p)[0, 0].tolist() == [1, 1, 1, 2, 2]
+    # with low > 0 those zero edges do not exist: x2 is background
+    assert watershed(aff, WatershedParams(low=0.01, size_threshold=0, dust_size=0))[0, 0].tolist() == [1, 1, 0, 2, 2]
 
 
 def test_mask_and_all_low():
@@ -158,7 +178,7 @@ def test_mask_and_all_low():
     mask[:, :, 0] = False
     sv = watershed(aff, mask=mask)
     assert np.all(sv[:, :, 0] == 0) and np.all(sv[:, :, 1:] > 0)
-    assert np.all(watershed(np.zeros((3, 3, 4, 4), np.float32)) == 0)
+    assert np.all(watershed(np.zeros((3, 3, 4, 4), np.float32), WatershedParams(low=0.01)) == 0)
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -42,13 +42,32 @@ def test_render_follows_toggles(vol):
         b.render(6)
 
 
+def _shown(box) -> np.ndarray:
+    """The RGB image (uint8) the widget's image shows, decoded from its PNG bytes."""
+    import io
+
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(box.children[-1].value)).convert("RGB"))
+
+
 def test_widget_controls_drive_render(vol):
     img, seg, sem, mask = vol
     b = SliceBrowser(img, segmentation=seg, semantic=sem, masks={"fold": mask})
     box = b.widget()
-    assert box is not None
-    first = box.children[-1].value
+    # the widget shows exactly what render() draws for the slice and overlays its controls select
+    assert b.z == 3 and _shown(box).shape == (32, 40, 3)
+    np.testing.assert_array_equal(_shown(box), (b.render(3) * 255).astype(np.uint8))
+    np.testing.assert_array_equal(_shown(box)[..., 0], (img[3] / 255.0 * 255).astype(np.uint8))
     b._controls["z"].value = 1
-    assert b.z == 1 and box.children[-1].value != first
+    assert b.z == 1
+    np.testing.assert_array_equal(_shown(box), (b.render(1) * 255).astype(np.uint8))
+    np.testing.assert_array_equal(_shown(box)[..., 0], (img[1] / 255.0 * 255).astype(np.uint8))
     b._controls["semantic"].value = True
     assert b.visible["semantic"]
+    shown = _shown(box)
+    np.testing.assert_array_equal(shown, (b.render(1) * 255).astype(np.uint8))
+    # the semantic overlay colours exactly the labelled half (x < 20) of the slice
+    plain = (img[1] / 255.0 * 255).astype(np.uint8)
+    changed = np.any(shown != plain[..., None], axis=-1)
+    assert changed[:, :20].mean() > 0.9 and not changed[:, 20:].any()

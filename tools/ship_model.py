@@ -31,13 +31,16 @@ def main(argv=None) -> int:
     ap.add_argument("--command", required=True, help="the command that trained it")
     ap.add_argument("--rev-file", type=Path, required=True, help="file holding the git revision the run started from")
     ap.add_argument("--what", required=True, help="one line: what the net computes")
-    ap.add_argument("--eval", type=Path, required=True, help="fresh-seed results JSON (benchmarks/results/…)")
+    ap.add_argument("--eval", type=Path, help="fresh-seed results JSON (benchmarks/results/…); a net trained on real "
+                                              "data gives --heldout-eval instead")
     ap.add_argument("--machine", required=True)
     ap.add_argument("--previous-log", type=Path, help="log.json of an earlier stage whose weights this run started from "
                                                           "(--init)")
     ap.add_argument("--previous-command", help="the command(s) of that earlier stage")
     ap.add_argument("--previous-machine", help="where that earlier stage ran")
     ap.add_argument("--note", help="anything else a reader of the provenance must know")
+    ap.add_argument("--heldout-eval", type=Path, help="scores on held-out real data (benchmarks/results/…), stored "
+                                                      "as heldout_evaluation")
     ap.add_argument("--overwrite", action="store_true")
     args = ap.parse_args(argv)
     log = json.loads((args.run_dir / "log.json").read_text())
@@ -56,8 +59,17 @@ def main(argv=None) -> int:
         "iterations_run": int(log["train"]["iteration"][-1]) if log["train"].get("iteration") else 0,
         "best_iteration": log["best"]["iteration"], "seconds_per_iteration_median": log.get("seconds_per_iteration"),
         "validation": log["validation"], "validation_best": log["best"],
-        "fresh_seed_evaluation": json.loads(args.eval.read_text()), "device": log["device"], "machine": args.machine,
+        "device": log["device"], "machine": args.machine,
     }
+    if args.eval is None and args.heldout_eval is None:
+        sys.exit("give --eval (phantom nets: fresh-seed scores) or --heldout-eval (real data: held-out scores)")
+    if args.eval is not None:
+        out["fresh_seed_evaluation"] = json.loads(args.eval.read_text())
+    for key in ("wall_seconds", "eta", "init", "background", "augment", "validation_source"):
+        if log.get(key) is not None:  # written by emkit.train since the isotropic / fine-tuning work
+            out[{"eta": "eta_printed", "init": "init_note"}.get(key, key)] = log[key]
+    if args.heldout_eval:
+        out["heldout_evaluation"] = json.loads(args.heldout_eval.read_text())
     if args.previous_log:
         prev = json.loads(args.previous_log.read_text())
         out["previous_stage"] = {

@@ -5,6 +5,14 @@ from __future__ import annotations
 import json
 import math
 
+from .helpfmt import ExamplesHelpFormatter
+
+EPILOG = """\
+examples:
+  emkit evaluate data/ph/seg/segmentation data/ph/gt/image_frame/segmentation
+  emkit evaluate --semantic data/ph/semantic_prob data/ph/gt/image_frame/semantic
+"""
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -17,7 +25,8 @@ def register(sub) -> None:
                     "channel, 0..5) or the semantic net's probabilities (5 channels, as 'emkit infer semantic' "
                     "writes them; the most probable class is taken) and GT_URL the true classes; the JSON gives "
                     "the IoU of each class (soma, axon, dendrite, glia, vessel) and their mean, over voxels "
-                    "whose true class is not 0.")
+                    "whose true class is not 0.",
+        epilog=EPILOG, formatter_class=ExamplesHelpFormatter)
     p.add_argument("seg_url", metavar="SEG_URL", help="segmentation layer URL or local path")
     p.add_argument("gt_url", metavar="GT_URL", help="ground-truth segmentation layer URL or local path")
     p.add_argument("--bbox", metavar="Z0:Z1,Y0:Y1,X0:X1",
@@ -32,12 +41,9 @@ def register(sub) -> None:
 
 def _check_same_grid(seg, gt) -> None:
     from ..errors import InputError
+    from ..io import check_same_grid
 
-    for what in ("size", "voxel_offset", "resolution"):
-        a, b = getattr(seg, what), getattr(gt, what)
-        if tuple(a) != tuple(b):
-            raise InputError(f"the layers differ in {what.replace('_', ' ')} (z, y, x): {seg.url} has {tuple(a)}, "
-                             f"{gt.url} has {tuple(b)}")
+    check_same_grid(seg, gt, what="ground truth")
     for layer in (seg, gt):
         if layer.kind.name != "segmentation":
             raise InputError(f"{layer.url} is a {layer.kind.name} layer; expected a segmentation layer")

@@ -1,12 +1,21 @@
 """``emkit export URL DEST.npz``: a layer (or a box of it) into an ``.npz`` file."""
 from __future__ import annotations
 
+from .helpfmt import ExamplesHelpFormatter
+
+EPILOG = """\
+examples:
+  emkit export data/ph/image image.npz
+  emkit export data/ph/affinities affinities_crop.npz --bbox 0:8,0:64,0:64
+"""
+
 
 def register(sub) -> None:
     p = sub.add_parser(
         "export", help="export a layer (or a bbox of it) to .npz",
         description="Export a Precomputed layer, or the part inside --bbox, to a compressed .npz holding "
-                    "data ((c,) z, y, x), resolution (nm, z, y, x), offset (voxels, z, y, x) and kind.")
+                    "data ((c,) z, y, x), resolution (nm, z, y, x), offset (voxels, z, y, x) and kind.",
+        epilog=EPILOG, formatter_class=ExamplesHelpFormatter)
     p.add_argument("url", metavar="URL", help="layer URL or local path")
     p.add_argument("dest", metavar="DEST.npz", help="output file (must end in .npz)")
     p.add_argument("--bbox", metavar="Z0:Z1,Y0:Y1,X0:X1",

@@ -4,6 +4,14 @@ from __future__ import annotations
 import sys
 import time
 
+from .helpfmt import ExamplesHelpFormatter
+
+EPILOG = """\
+examples:
+  emkit import tests/data/real_em/flyem_fib_10nm_crop_8x128x128.tif data/fib/image --kind image --resolution 10,10,10
+  emkit import crop.npz data/crop/segmentation --kind segmentation --key data
+"""
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -11,12 +19,13 @@ def register(sub) -> None:
         description="Import an array (axes (c,) z, y, x) from .npz, .npy, HDF5 (incl. CREMI), a tiff "
                     "stack (multi-page file or folder of single-page files) or zarr into a new "
                     "Precomputed layer. Values are converted to the kind's dtype only when that is "
-                    "exact (see --rescale for images).")
+                    "exact (see --rescale for images).",
+        epilog=EPILOG, formatter_class=ExamplesHelpFormatter)
     p.add_argument("src", metavar="SRC", help="input file or folder")
     p.add_argument("dest", metavar="DEST_URL", help="layer to create: local path, file://, gs:// or s3://")
     p.add_argument("--kind", required=True, metavar="KIND",
                    help="image (uint8), segmentation (uint64), mask (uint8 0/1), affinities (float32, 3 ch), "
-                        "probability (float32, N ch)")
+                        "probability (float32, N ch; a uint8 0..255 map is stored as value/255)")
     p.add_argument("--key", metavar="NAME",
                    help="array inside an npz/HDF5/zarr file, e.g. volumes/raw (default: the only array; "
                         "CREMI: volumes/raw for image, volumes/labels/neuron_ids for segmentation)")

@@ -14,6 +14,7 @@ file://, gs:// or s3:// prefix):
 Ground truth is in the clean, aligned frame; 'image' carries the defects, and
 gt/displacement.npz says where each image voxel's tissue came from (dy, dx voxels).
 Deterministic by --seed. Existing outputs are never replaced without --overwrite.
+OUT_DIR may be a cloud prefix: emkit phantom gs://bucket/phantom --defects none.
 """
 
 EPILOG = """\
@@ -21,9 +22,9 @@ defect kinds: fold, crack, missing, partial_missing, blur, slip, step, lost, thi
 resin; 'default' = fold,crack,missing,partial_missing,blur,slip,step; 'all'; 'none'.
 
 examples:
-  emkit phantom data/phantom
+  emkit phantom data/phantom --size 64,256,256
   emkit phantom data/small --size 16,128,128 --seed 3 --defects fold,slip
-  emkit phantom gs://bucket/phantom --defects none --chunk 32,256,256 --overwrite
+  emkit phantom data/clean --size 16,128,128 --defects none --chunk 16,64,64
 """
 
 

@@ -5,6 +5,15 @@ import json
 import shlex
 import sys
 
+from .helpfmt import ExamplesHelpFormatter
+
+EPILOG = """\
+on a GPU: emkit train semantic --preset phantom --device cuda --workers 14 --out runs/s
+
+examples:
+  emkit train boundary --data data/ph --iterations 200 --out runs/example
+"""
+
 
 def _vec(s):
     return tuple(int(x) for x in s.split(","))
@@ -16,7 +25,8 @@ def register(sub) -> None:
         description="Train a Residual Symmetric U-Net as in the paper (AMSGrad, BCE with inverse margin and class "
                     "rebalancing, the paper's augmentations). DATA folders hold 'image', 'gt/segmentation' "
                     "(boundary) or 'gt/semantic' (semantic), optionally 'gt/myelin' and 'masks/<name>'. Writes "
-                    "OUT/last.pt, OUT/best.pt and OUT/log.json. Sizes are z,y,x.")
+                    "OUT/last.pt, OUT/best.pt and OUT/log.json. Sizes are z,y,x.",
+        epilog=EPILOG, formatter_class=ExamplesHelpFormatter)
     p.add_argument("task", choices=["boundary", "semantic"], help="which net to train")
     p.add_argument("--data", nargs="+", default=[], metavar="URL", help="training dataset folders (paths or URLs)")
     p.add_argument("--val-data", nargs="+", default=[], metavar="URL",
@@ -38,16 +48,27 @@ def register(sub) -> None:
     p.add_argument("--widths", type=_vec, default=None, metavar="W0,W1,...", help="feature maps per level")
     p.add_argument("--patch", type=_vec, default=None, metavar="Z,Y,X", help="training patch (default: from resolution)")
     p.add_argument("--heads", default=None, help="head kinds, e.g. affinity,long_range,myelin")
-    p.add_argument("--augment", default=None, help="augmentation preset: boundary, semantic, none (default: task)")
+    p.add_argument("--augment", default=None,
+                   help="augmentation preset: boundary, semantic, isotropic, none (default: the task's; isotropic for "
+                        "a boundary net on isotropic data)")
     p.add_argument("--init", default=None, metavar="MODEL",
-                   help="start from these weights (fine-tuning): a checkpoint path or a shipped model name; the net's "
-                        "configuration is the checkpoint's")
+                   help="start from these weights (fine-tuning): a checkpoint path or a shipped model name ('boundary': "
+                        "the shipped boundary net nearest the data's resolution); the net's widths and heads are the "
+                        "checkpoint's (--patch may change the patch); at another resolution its weights are adapted "
+                        "(down-sampling and long-range offsets re-derived for the data)")
     p.add_argument("--rebalance-semantic", action="store_true", default=None,
                    help="class rebalancing of the semantic channels (not in the paper; helps rare classes)")
     p.add_argument("--balance", default=None, choices=("auto", "none", "classes"),
                    help="where patches fall: 'classes' centres them on a voxel of a semantic class drawn uniformly "
                         "(rare classes seen as often as common ones), 'none' uniform; default auto: classes for "
                         "semantic nets, none for boundary nets")
+    p.add_argument("--background", default=None, choices=("auto", "ignore", "boundary"),
+                   help="label 0 in gt/segmentation: 'ignore' (unlabelled: edges touching it do not count), "
+                        "'boundary' (membranes labelled 0: edges touching it are boundaries), default auto: "
+                        "'boundary' when label 0 separates the bodies everywhere (no two bodies touch)")
+    p.add_argument("--planar-labels", action="store_true", default=None,
+                   help="labels drawn section by section (2D ids, e.g. from per-section membrane masks): "
+                        "affinities across sections are left out of the loss, validation scores per section")
     p.add_argument("--input-masks", default=None, help="mask names zeroed in the input, comma-separated")
     p.add_argument("--loss-masks", default=None, help="mask names excluded from the loss (default: auto)")
     p.add_argument("--val-interval", type=int, default=None)
@@ -70,7 +91,8 @@ def run(args) -> int:
         "batch_size": args.batch_size,
         "lr": args.lr, "widths": args.widths, "patch_size": args.patch,
         "heads": tuple(h for h in args.heads.split(",") if h) if args.heads else None,
-        "augment": args.augment, "balance": args.balance, "init": args.init,
+        "augment": args.augment, "balance": args.balance, "init": args.init, "background": args.background,
+        "planar_labels": args.planar_labels,
         "rebalance_semantic": args.rebalance_semantic,
         "input_masks": tuple(m for m in args.input_masks.split(",") if m) if args.input_masks else None,
         "loss_masks": args.loss_masks, "val_interval": args.val_interval,
@@ -94,7 +116,10 @@ def run(args) -> int:
     summary = {"out": str(result.out_dir), "last": str(result.last), "best": str(result.best) if result.best else None,
                "iterations": result.log["train"]["iteration"][-1] if result.log["train"]["iteration"] else 0,
                "n_parameters": result.log["n_parameters"], "best_validation": result.log["best"],
-               "seconds_per_iteration": result.log.get("seconds_per_iteration")}
+               "seconds_per_iteration": result.log.get("seconds_per_iteration"),
+               "wall_seconds": result.log.get("wall_seconds"), "eta_printed": result.log.get("eta"),
+               "background": result.log.get("background"), "augment": result.log.get("augment"),
+               "init": result.log.get("init")}
     print(json.dumps(summary, indent=2))
     return 0
 

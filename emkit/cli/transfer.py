@@ -1,6 +1,14 @@
 """``emkit transfer SRC_URL DEST_URL``: copy, rechunk and re-encode a layer on the dask runtime."""
 from __future__ import annotations
 
+from .helpfmt import ExamplesHelpFormatter
+
+EPILOG = """\
+examples:
+  emkit transfer data/ph/image data/ph/image_copy --workers 0
+  emkit transfer data/ph/affinities data/ph/affinities_crop --bbox 0:16,0:64,0:64 --chunk 16,64,64 --workers 0
+"""
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -9,7 +17,8 @@ def register(sub) -> None:
                     "optionally rechunked (--chunk), re-encoded (--encoding) and cropped (--bbox). "
                     "An existing DEST_URL is refused unless --overwrite, except when it holds an "
                     "interrupted transfer with the same parameters: then the command resumes, copying only "
-                    "the chunks without a done-marker (<dest>/.emkit/transfer/done/). Sizes are z,y,x voxels.")
+                    "the chunks without a done-marker (<dest>/.emkit/transfer/done/). Sizes are z,y,x voxels.",
+        epilog=EPILOG, formatter_class=ExamplesHelpFormatter)
     p.add_argument("src", metavar="SRC_URL", help="source layer (URL or local path)")
     p.add_argument("dest", metavar="DEST_URL", help="destination layer (URL or local path; gs:// and s3:// work)")
     p.add_argument("--chunk", metavar="Z,Y,X", help="storage chunk size of the destination (default: the source's)")

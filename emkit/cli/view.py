@@ -3,13 +3,22 @@ from __future__ import annotations
 
 import sys
 
+from .helpfmt import ExamplesHelpFormatter
+
+EPILOG = """\
+examples:
+  emkit view data/ph
+  emkit view data/sstem/image data/sstem/affinities --name em affinities --no-block
+"""
+
 
 def register(sub) -> None:
     p = sub.add_parser(
         "view", help="open layers (or a dataset folder) in Neuroglancer and print the link",
         description="Serve layers with Neuroglancer's Python server on 127.0.0.1 and print the viewer link. "
                     "A URL may be a layer (local path, file://, gs://, s3://) or a dataset folder, whose "
-                    "layers (image, gt/segmentation, masks/…) are all added. Serves until Ctrl-C.")
+                    "layers (image, gt/segmentation, masks/…) are all added. Serves until Ctrl-C.",
+        epilog=EPILOG, formatter_class=ExamplesHelpFormatter)
     p.add_argument("urls", nargs="+", metavar="URL", help="layer or dataset folder (local path or URL)")
     p.add_argument("--name", nargs="+", action="extend", metavar="NAME", dest="names",
                    help="display name for each URL (a dataset folder's name prefixes its layers)")
@@ -30,15 +39,14 @@ def run(args) -> int:
     if not 0 <= args.port < 65536:
         raise InputError(f"--port must be in 0..65535, got {args.port}")
     handle = serve(args.urls, names=args.names, bind=args.bind, port=args.port, layout=args.layout)
-    for ref in handle.layers:
-        where = f"  {ref.name:<24} {ref.kind:<13} {ref.url}"
-        print(where, file=sys.stderr)
-    print(handle.url, flush=True)
-    if args.no_block:
-        handle.stop()
-        return 0
-    print("serving; press Ctrl-C to stop", file=sys.stderr, flush=True)
-    try:
+    try:  # a Ctrl-C from here on stops the server and exits 0
+        for ref in handle.layers:
+            where = f"  {ref.name:<24} {ref.kind:<13} {ref.url}"
+            print(where, file=sys.stderr)
+        print(handle.url, flush=True)
+        if args.no_block:
+            return 0
+        print("serving; press Ctrl-C to stop", file=sys.stderr, flush=True)
         handle.wait()
     except KeyboardInterrupt:
         print("stopped", file=sys.stderr)

@@ -53,6 +53,9 @@ def semantic_iou_layers(pred_url, gt_url, *, bbox: Bbox | None = None, mask_url=
     gt_url : ground-truth class layer (integer, 0..5; 0 = unlabelled, not counted).
     bbox : box in layer coordinates (voxel offset included), default the whole layer.
     mask_url : optional mask layer; only voxels where it is nonzero are counted.
+
+    All layers must share size, voxel offset and resolution (:func:`emkit.io.check_same_grid`;
+    :class:`InputError` naming the differing value otherwise).
     ignore_gt : ground-truth classes left out (default 0).
     chunk_size : (z, y, x) voxels read at a time.
     progress : tqdm bar over chunks.
@@ -65,16 +68,11 @@ def semantic_iou_layers(pred_url, gt_url, *, bbox: Bbox | None = None, mask_url=
     from ..io import Layer
 
     pred, gt = Layer.open(pred_url), Layer.open(gt_url)
-    layers = [pred, gt]
-    mask = None
-    if mask_url is not None:
-        mask = Layer.open(mask_url)
-        layers.append(mask)
-    for what in ("size", "voxel_offset", "resolution"):
-        vals = {layer.url: tuple(getattr(layer, what)) for layer in layers}
-        if len(set(vals.values())) > 1:
-            raise InputError(f"the layers differ in {what.replace('_', ' ')} (z, y, x): "
-                             + ", ".join(f"{u} has {v}" for u, v in vals.items()))
+    mask = None if mask_url is None else Layer.open(mask_url)
+    from ..io import check_same_grid
+
+    check_same_grid(pred, gt, what="semantic ground truth")
+    check_same_grid(pred, mask, what="mask")
     _check_prediction(pred)
     if gt.num_channels != 1 or not np.issubdtype(gt.dtype, np.integer):
         raise InputError(f"ground truth {gt.url} must be one integer channel of classes 0..5; it has "

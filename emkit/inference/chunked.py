@@ -7,6 +7,13 @@ batches, blends them and writes its own voxels of the output (after the output m
 the grid is global (see :mod:`emkit.inference.blend`), the chunked output equals a single pass
 over the whole volume: no seams, whatever the chunk size.
 
+When the image's resolution differs from the net's training resolution, each task averages its
+input by whole factors per axis onto a coarse grid that is global to the volume, runs the net's
+global patch grid there, and interpolates the outputs back onto its own chunk of the image's
+grid (:mod:`emkit.inference.resample`): outputs always share the image's grid, and chunked still
+equals a single pass. A shipped family name (``boundary``) picks the shipped model whose training
+resolution is nearest the image's (:mod:`emkit.inference.models`).
+
 Tasks run on :func:`emkit.runtime.map_chunks`: serially (``workers=0``), on a local dask
 cluster, or on a running scheduler. A worker loads a model given by name or checkpoint path once
 and keeps it (module-level cache). Each finished chunk leaves a done-marker under
@@ -25,9 +32,13 @@ import numpy as np
 from ..errors import InputError, LayerExistsError
 from ..geometry import Bbox, as_vec3
 from ..io.layer import Layer, layer_exists, normalize_url
+from ..io.grid import check_same_grid
 from .blend import PatchGrid
+from .models import choose_model, fine_tune_hint, is_family_name
 from .predict import (DEFAULT_OVERLAP, channel_names, check_resolution, model_input_multiple, model_patch_size,
-                      normalize_image, output_kind, predict_box, resolve_device, select_heads, _in_channels)
+                      normalize_image, output_kind, predict_box_resampled, resolve_device, select_heads,
+                      _in_channels)
+from .resample import MAX_DOWNSAMPLE, RESOLUTION_TOLERANCE
 
 __all__ = ["infer_layers", "InferTask", "InferReport", "default_chunk_size", "load_model_cached", "RUN_NAME"]
 
@@ -112,8 +123,10 @@ class InferTask:
     """Chunk task: the blended net output over ``chunk``, written to the layer at ``out_url``.
 
     ``model`` is a checkpoint path / shipped model name (loaded once per worker process) or a
-    model object (pickled with the task). Geometry (patch, overlap, input multiple) is fixed by the
-    run so every task computes the same global patch grid.
+    model object (pickled with the task). Geometry (patch, overlap, input multiple, averaging
+    ``factors``) is fixed by the run so every task computes the same global patch grid, on the
+    image's grid coarsened by ``factors`` (see :mod:`emkit.inference.resample`); the task writes
+    its chunk on the image's grid.
     """
 
     model: object
@@ -128,6 +141,7 @@ class InferTask:
     batch_size: int = 4
     device: str | None = None
     threads: int | None = None
+    factors: tuple = (1, 1, 1)
 
     def _model(self):
         if isinstance(self.model, str):
@@ -143,7 +157,9 @@ class InferTask:
         model = self._model()
         image = Layer.open(self.image_url)
         origin = image.voxel_offset
-        grid = PatchGrid(image.size, self.patch, self.overlap, self.multiple)
+        factors = tuple(self.factors)
+        grid = PatchGrid(tuple(-(-n // f) for n, f in zip(image.size, factors)), self.patch, self.overlap,
+                         self.multiple)
         mask_in = Layer.open(self.mask_in_url) if self.mask_in_url else None
 
         def read(bbox: Bbox) -> np.ndarray:  # bbox relative to the volume start
@@ -154,8 +170,9 @@ class InferTask:
             return x[None] if x.ndim == 3 else x
 
         mask_out = Layer.open(self.mask_out_url).read(chunk) if self.mask_out_url else None
-        out = predict_box(model, read, grid, chunk.translate(tuple(-o for o in origin)), channels=self.channels,
-                          batch_size=self.batch_size, device=resolve_device(self.device), mask_out=mask_out)
+        out = predict_box_resampled(model, read, grid, chunk.translate(tuple(-o for o in origin)), factors,
+                                    image.size, channels=self.channels, batch_size=self.batch_size,
+                                    device=resolve_device(self.device), mask_out=mask_out)
         Layer.open(self.out_url).write(out, chunk.start)
 
 
@@ -178,6 +195,9 @@ class InferReport:
     seconds: float
     wall_seconds: float
     dashboard_link: str = ""
+    model: str = ""
+    resampling: str = ""
+    factors: tuple = (1, 1, 1)
 
     @property
     def voxels_per_s(self) -> float:
@@ -190,8 +210,9 @@ class InferReport:
         how = f"{self.executed} chunk(s) of {tuple(self.chunk_size)} computed"
         if self.skipped:
             how += f", {self.skipped} already done (resumed)"
-        return (f"{self.kind} ({', '.join(self.channels)}) of {self.voxels:,} voxels written to {self.out_url} in "
-                f"{self.seconds:.2f} s ({self.voxels_per_s:,.0f} voxels/s); {how}")
+        head = f"{self.model}; {self.resampling}\n" if self.model else ""
+        return (f"{head}{self.kind} ({', '.join(self.channels)}) of {self.voxels:,} voxels written to {self.out_url} "
+                f"(the image's grid) in {self.seconds:.2f} s ({self.voxels_per_s:,.0f} voxels/s); {how}")
 
     def to_dict(self) -> dict:
         return {**asdict(self), "voxels_per_s": self.voxels_per_s}
@@ -203,10 +224,7 @@ def _open_mask(url, image: Layer, what: str) -> Layer | None:
     m = Layer.open(url)
     if m.kind.name != "mask":
         raise InputError(f"{what} {m.url} is a {m.kind.name} layer; expected a mask layer (uint8, 1 = masked)")
-    for fact in ("size", "voxel_offset", "resolution"):
-        if getattr(m, fact) != getattr(image, fact):
-            raise InputError(f"{what} {m.url} has {fact} {getattr(m, fact)} (z, y, x) but the image {image.url} has "
-                             f"{getattr(image, fact)}; masks must share the image's grid")
+    check_same_grid(image, m, what=what)
     return m
 
 
@@ -227,7 +245,8 @@ def infer_layers(
     scheduler: str | None = None,
     client=None,
     overwrite: bool = False,
-    resolution_factor: float = 2.0,
+    max_downsample: int = MAX_DOWNSAMPLE,
+    resolution_tolerance: float = RESOLUTION_TOLERANCE,
     retries: int = 3,
     progress: bool = True,
 ) -> InferReport:
@@ -235,72 +254,98 @@ def infer_layers(
 
     Parameters
     ----------
-    model_or_name : shipped model name (``"boundary"``, ``"semantic"``), checkpoint path, or a
-        model object (pickled to the workers with every task; prefer a path on clusters).
+    model_or_name : a shipped family name (``"boundary"``, ``"semantic"``: the shipped model of
+        that family whose training resolution is nearest the image's, see
+        :mod:`emkit.inference.models`), a full shipped name (``"boundary_iso"``), a checkpoint
+        path (as ``emkit train`` writes), or a model object (pickled to the workers with every
+        task; prefer a path on clusters).
     image_url : image layer (uint8).
-    out_url : output layer: ``affinities`` (3 channels, z, y, x) when only the ``affinity`` head is
-        asked for, else ``probability`` with one channel per output (names from the heads:
-        ``affinity_z``, …, ``semantic_axon``, …); float32, same grid and storage chunks as the image.
+    out_url : output layer, on the image's grid (same size, voxel offset, resolution and storage
+        chunks as the image, whatever grid the net ran on): ``affinities`` (3 channels, z, y, x)
+        when only the ``affinity`` head is written — the default for boundary nets — else
+        ``probability`` with one channel per output (names from the heads: ``affinity_z``, …,
+        ``semantic_axon``, …); float32.
     mask_in_url : mask layer on the image's grid; voxels where it is nonzero (1 = defect) are fed
-        to the net as 0.
+        to the net as 0 (applied on the image's grid, before any averaging).
     mask_out_url : mask layer on the image's grid; outputs are 0 where it is nonzero.
-    chunk_size : task chunk (z, y, x), a multiple of the image's storage chunk; default about
-        4 M voxels, at least a patch wide.
-    heads : heads to output (names or ``"affinity,myelin"``); default all.
-    patch_size, overlap, batch_size : as in :func:`emkit.inference.predict`.
+    chunk_size : task chunk (z, y, x, image voxels), a multiple of the image's storage chunk;
+        default about 4 M voxels, at least a patch wide.
+    heads : heads to output (names, ``"affinity,myelin"`` or ``"all"``); default: the affinity
+        head of a boundary net (its long-range heads are auxiliary training targets), every head
+        of other nets.
+    patch_size, overlap, batch_size : as in :func:`emkit.inference.predict` (voxels of the grid
+        the net runs on).
     device : ``cpu``/``cuda``/…; default CUDA when the worker has it, else CPU.
     workers : 0 = serial in this process; N = local dask cluster of N processes (torch threads
         split between them); None = one per core.
     scheduler, client : a running dask scheduler's address / a client to use instead.
     overwrite : replace an existing output (its markers too).
-    resolution_factor : refuse an image whose resolution differs from the net's training
-        resolution by more than this factor on any axis (warn above 10 %).
+    max_downsample, resolution_tolerance : when the image's resolution differs from the net's,
+        the image is averaged by whole factors per axis (at most ``max_downsample``, default 2)
+        to the net's resolution, and refused when an axis then stays more than
+        ``resolution_tolerance`` (default 1.5×) away (see :mod:`emkit.inference.resample`).
     retries : extra attempts of a failing chunk.
-    progress : progress bar and dashboard link.
+    progress : progress bar, dashboard link, and a line saying which model runs how.
 
     Resuming: an existing output is refused unless ``overwrite`` — except when it holds an
     interrupted run with the same parameters (model weights, image, masks, heads, patch, overlap,
-    chunk): then only chunks without a done-marker are computed.
+    chunk, averaging factors): then only chunks without a done-marker are computed.
 
     Raises
     ------
     InputError : image not an image layer, mask not a mask layer or not on the image's grid,
-        unknown head, bad sizes, resolution far from the net's.
+        unknown head, bad sizes, resolution the net cannot be brought to (naming the shipped models
+        and how to fine-tune).
     LayerExistsError : the output exists (and is not a resumable run) without ``overwrite``.
     TaskFailedError : a chunk failed after its retries (names the chunk).
     """
+    import sys
+
     from ..runtime import Markers, check_aligned, machine_cores, map_chunks, markers_url
 
     t0 = time.perf_counter()
-    if isinstance(model_or_name, (str, os.PathLike)):
+    image = Layer.open(image_url)
+    if image.kind.name != "image":
+        raise InputError(f"{image.url} is a {image.kind.name} layer; expected an image layer (uint8)")
+    what = f"image {image.url}"
+    note = ""
+    if is_family_name(model_or_name):
+        family = os.fspath(model_or_name)
+        name, path, note = choose_model(family, image.resolution, tolerance=resolution_tolerance,
+                                        max_downsample=max_downsample, what=what)
+        model = load_model_cached(path, "cpu")
+        task_model, model_id = path, {"model": name, "weights": model_fingerprint(model)}
+        hint = fine_tune_hint(family)
+    elif isinstance(model_or_name, (str, os.PathLike)):
         ref = _model_ref(model_or_name)
         model = load_model_cached(ref, "cpu")
         task_model, model_id = ref, {"model": ref, "weights": model_fingerprint(model)}
     else:
         model = task_model = model_or_name
         model_id = {"model": f"<{type(model).__name__} object>", "weights": model_fingerprint(model)}
-
-    image = Layer.open(image_url)
-    if image.kind.name != "image":
-        raise InputError(f"{image.url} is a {image.kind.name} layer; expected an image layer (uint8)")
+    if not note:
+        hint = fine_tune_hint("semantic" if "semantic" in (getattr(model, "head_slices", None) or {}) else "boundary")
     if _in_channels(model) != image.num_channels:
         raise InputError(f"the net takes {_in_channels(model)} input channel(s); image {image.url} has "
                          f"{image.num_channels}")
     mask_in = _open_mask(mask_in_url, image, "input mask")
     mask_out = _open_mask(mask_out_url, image, "output mask")
-    check_resolution(model, image.resolution, factor=resolution_factor, what=f"image {image.url}")
+    plan = check_resolution(model, image.resolution, tolerance=resolution_tolerance, max_downsample=max_downsample,
+                            what=what, hint=hint)
+    factors = tuple(plan.factors)
     head_names, channels = select_heads(model, heads)
     kind = output_kind(model, head_names)
     names = channel_names(model, head_names)
     patch = model_patch_size(model) if patch_size is None else as_vec3(patch_size, "patch size", positive=True)
-    grid = PatchGrid(image.size, patch, overlap, model_input_multiple(model))
+    grid = PatchGrid(plan.net_shape(image.size), patch, overlap, model_input_multiple(model))
 
     local = client is None and scheduler is None
     n_workers = (machine_cores() if workers is None else int(workers)) if local else None
     if n_workers is not None and n_workers < 0:
         raise InputError(f"workers must be >= 0, got {workers}")
+    patch_img = tuple(p * f for p, f in zip(grid.patch, factors))  # a patch, in image voxels
     if chunk_size is None:
-        chunk_size = default_chunk_size(image.chunk_size, image.size, grid.patch, min_tasks=max(1, n_workers or 1))
+        chunk_size = default_chunk_size(image.chunk_size, image.size, patch_img, min_tasks=max(1, n_workers or 1))
     chunk_size = as_vec3(chunk_size, "chunk size", positive=True)
     check_aligned(image.bbox, chunk_size, image.chunk_size, image.bbox, what="inference chunk")
     threads = max(1, machine_cores() // n_workers) if n_workers else None
@@ -315,6 +360,8 @@ def infer_layers(
     params = {**model_id, "image": image.url, "mask_in": mask_in.url if mask_in else None,
               "mask_out": mask_out.url if mask_out else None, "heads": head_names, "kind": kind,
               "patch_zyx": list(grid.patch), "overlap_zyx": list(grid.overlap), "chunk_size_zyx": list(chunk_size)}
+    if factors != (1, 1, 1):
+        params["resample_factors_zyx"] = list(factors)
     markers = Markers(markers_url(out_url, RUN_NAME))
     resumed = False
     if layer_exists(out_url) and not overwrite:
@@ -327,20 +374,32 @@ def infer_layers(
                                    "it with the same parameters to resume, or pass overwrite=True") from None
         resumed = True
     else:
+        ran = "" if plan.identity else f" (net run at {plan.net_resolution} nm, outputs interpolated to the image's grid)"
         Layer.create(out_url, kind, image.size, resolution=image.resolution, voxel_offset=image.voxel_offset,
                      chunk_size=image.chunk_size, num_channels=len(channels) if kind == "probability" else None,
                      channel_names=names, overwrite=overwrite,
-                     description=f"emkit infer {model_id['model']} on {image.url}")
+                     description=f"emkit infer {model_id['model']} on {image.url}{ran}")
         markers.reset()  # stale markers of a run that died before creating the layer
         markers.bind(params)
 
-    task = InferTask(model=task_model, image_url=image.url, out_url=out_url, patch=grid.patch, overlap=grid.overlap,
+    if progress:
+        print(f"emkit infer: {note or 'model ' + str(model_id['model'])}; {plan.describe()}", file=sys.stderr,
+              flush=True)
+    # the tasks rebuild the grid from its actual patch; an overlap resolved against a nominal patch
+    # larger than a short axis is clipped to patch - 1 there, which leaves the stride (max(1, patch -
+    # overlap)) and so the grid unchanged
+    task_overlap = tuple(min(o, p - 1) for o, p in zip(grid.overlap, grid.patch))
+    task = InferTask(model=task_model, image_url=image.url, out_url=out_url, patch=grid.patch, overlap=task_overlap,
                      multiple=grid.multiple, channels=tuple(channels),
                      mask_in_url=mask_in.url if mask_in else None, mask_out_url=mask_out.url if mask_out else None,
-                     batch_size=int(batch_size), device=None if device is None else str(device), threads=threads)
+                     batch_size=int(batch_size), device=None if device is None else str(device), threads=threads,
+                     factors=factors)
+    # what a chunk's task reads beyond its faces (image voxels): its patches on the coarse grid,
+    # plus the coarse voxel beyond each face that the interpolation uses
+    halo = tuple(p - 1 if f == 1 else (p + 1) * f for p, f in zip(grid.patch, factors))
     was_training = getattr(model, "training", False) if task_model is model else None
     try:
-        rep = map_chunks(task, image.bbox, chunk_size, halo=grid.halo, origin=image.bbox.start, clip=image.bbox,
+        rep = map_chunks(task, image.bbox, chunk_size, halo=halo, origin=image.bbox.start, clip=image.bbox,
                          markers=markers, client=client, scheduler=scheduler,
                          workers=n_workers if local else None, retries=retries, progress=progress, desc="infer")
     finally:
@@ -350,4 +409,5 @@ def infer_layers(
                        chunk_size=tuple(chunk_size), patch=tuple(grid.patch), overlap=tuple(grid.overlap),
                        chunks=rep.total, executed=rep.executed, skipped=rep.skipped, resumed=resumed,
                        seconds=rep.seconds, wall_seconds=time.perf_counter() - t0,
-                       dashboard_link=rep.dashboard_link)
+                       dashboard_link=rep.dashboard_link, model=note or f"model {model_id['model']}",
+                       resampling=plan.describe(), factors=factors)

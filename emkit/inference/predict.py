@@ -13,7 +13,6 @@ trained. Every head is a sigmoid head, so outputs are ``sigmoid(logits)`` in [0,
 """
 from __future__ import annotations
 
-import warnings
 from typing import Callable, Sequence
 
 import numpy as np
@@ -21,9 +20,12 @@ import numpy as np
 from ..errors import InputError
 from ..geometry import Bbox, as_vec3
 from .blend import PatchGrid
+from .resample import (MAX_DOWNSAMPLE, RESOLUTION_TOLERANCE, Resampling, block_mean, coarse_box, plan_resampling,
+                       upsample_linear)
 
-__all__ = ["predict", "predict_box", "channel_names", "select_heads", "output_kind", "check_resolution",
-           "model_patch_size", "model_input_multiple", "resolve_device", "normalize_image", "DEFAULT_OVERLAP"]
+__all__ = ["predict", "predict_box", "predict_box_resampled", "channel_names", "select_heads", "default_heads",
+           "output_kind", "check_resolution", "model_resolution", "model_patch_size", "model_input_multiple",
+           "resolve_device", "normalize_image", "DEFAULT_OVERLAP"]
 
 DEFAULT_OVERLAP = 0.25  # fraction of the patch shared with each neighbour (z, y, x)
 
@@ -63,20 +65,35 @@ def _head_slices(model) -> dict[str, slice]:
     return dict(hs)
 
 
-def select_heads(model, heads: Sequence[str] | str | None = None) -> tuple[list[str], list[int]]:
-    """The heads asked for (default: all, in the model's order) and their channel indices.
+def default_heads(model) -> list[str]:
+    """Heads written when none are asked for: the ``affinity`` head alone when the net has a
+    3-channel one (boundary nets: their long-range and other heads are auxiliary training targets,
+    paper, Methods: Boundary detection), else every head in the model's order (semantic nets)."""
+    hs = _head_slices(model)
+    aff = hs.get("affinity")
+    if aff is not None and len(range(*aff.indices(10**9))) == 3:
+        return ["affinity"]
+    return list(hs)
 
-    ``heads`` may be a list of names or one comma-separated string (``"affinity,myelin"``).
+
+def select_heads(model, heads: Sequence[str] | str | None = None) -> tuple[list[str], list[int]]:
+    """The heads asked for and their channel indices.
+
+    ``heads`` may be a list of names, one comma-separated string (``"affinity,myelin"``),
+    ``"all"`` (every head, in the model's order) or None: :func:`default_heads` (the affinity
+    head of a boundary net, every head of other nets).
     """
     hs = _head_slices(model)
     if heads is None:
+        names = default_heads(model)
+    elif isinstance(heads, str) and heads.strip() == "all":
         names = list(hs)
     else:
         names = [h.strip() for h in heads.split(",")] if isinstance(heads, str) else [str(h) for h in heads]
         names = [h for h in names if h]
         unknown = [h for h in names if h not in hs]
         if unknown or not names:
-            raise InputError(f"unknown head(s) {unknown or names!r}; the model has: {', '.join(hs)}")
+            raise InputError(f"unknown head(s) {unknown or names!r}; the model has: {', '.join(hs)} (or 'all')")
         if len(set(names)) != len(names):
             raise InputError(f"head named twice in {names!r}")
     channels = []
@@ -110,26 +127,22 @@ def output_kind(model, heads: Sequence[str] | str | None = None) -> str:
     return "affinities" if names == ["affinity"] and len(channels) == 3 else "probability"
 
 
-def check_resolution(model, resolution, *, factor: float = 2.0, what: str = "the image") -> None:
-    """Compare a voxel size (z, y, x nm) with the net's training resolution.
-
-    Raises InputError when an axis differs by more than ``factor`` (either way); warns
-    (UserWarning) when it differs by more than 10 % but less than ``factor``. Nothing happens
-    when the model does not record its resolution.
-    """
+def model_resolution(model):
+    """The net's training voxel size (z, y, x nm, ``model.config.resolution``), or None."""
     mres = getattr(_config(model), "resolution", None)
-    if mres is None or resolution is None:
-        return
-    mres = as_vec3(mres, "model resolution", positive=True, dtype=float)
-    res = as_vec3(resolution, "resolution", positive=True, dtype=float)
-    ratios = [max(a / b, b / a) for a, b in zip(res, mres)]
-    fmt = lambda r: "(" + ", ".join(f"{v:g}" for v in r) + ") nm (z, y, x)"  # noqa: E731
-    if max(ratios) > factor:
-        raise InputError(f"{what} has resolution {fmt(res)} but the net was trained at {fmt(mres)}: more than "
-                         f"{factor:g}x apart; resample the image (or pass a larger resolution factor to override)")
-    if max(ratios) > 1.1:
-        warnings.warn(f"{what} has resolution {fmt(res)} but the net was trained at {fmt(mres)}; "
-                      "outputs may be poor", UserWarning, stacklevel=3)
+    return None if mres is None else as_vec3(mres, "model resolution", positive=True, dtype=float)
+
+
+def check_resolution(model, resolution, *, tolerance: float = RESOLUTION_TOLERANCE,
+                     max_downsample: int = MAX_DOWNSAMPLE, what: str = "the image", hint: str = "") -> Resampling:
+    """How an image of voxel size ``resolution`` (z, y, x nm) is brought to the net's training
+    resolution: :func:`emkit.inference.resample.plan_resampling` (whole-factor averaging up to
+    ``max_downsample`` per axis, then within ``tolerance``; refuses otherwise, warns above 10 %).
+    Identity when the model records no resolution or ``resolution`` is None."""
+    if resolution is None:
+        return Resampling((1.0, 1.0, 1.0), None, (1, 1, 1))
+    return plan_resampling(model_resolution(model), resolution, tolerance=tolerance, max_downsample=max_downsample,
+                           what=what, hint=hint)
 
 
 def resolve_device(device=None):
@@ -241,6 +254,50 @@ def predict_box(
     return acc
 
 
+def predict_box_resampled(
+    model,
+    read: Callable[[Bbox], np.ndarray],
+    grid: PatchGrid,
+    box: Bbox,
+    factors=(1, 1, 1),
+    shape=None,
+    *,
+    channels: Sequence[int] | None = None,
+    batch_size: int = 1,
+    device=None,
+    mask_out: np.ndarray | None = None,
+    progress: bool = False,
+) -> np.ndarray:
+    """:func:`predict_box` on a grid coarsened by ``factors``, returned on the image's grid.
+
+    ``read(bbox)`` and ``box`` are in image voxels (from the volume's start); ``shape`` is the
+    image volume's (z, y, x); ``grid`` is the patch grid of the *coarse* volume
+    (``ceil(shape / factors)``). The net's input is the image averaged over blocks of ``factors``
+    (:func:`emkit.inference.resample.block_mean`); its outputs are interpolated linearly back
+    onto ``box`` (:func:`emkit.inference.resample.upsample_linear`); ``mask_out`` (``box.shape``)
+    zeroes outputs on the image's grid. With factors (1, 1, 1) this is :func:`predict_box`.
+    """
+    factors = tuple(int(f) for f in factors)
+    if factors == (1, 1, 1):
+        return predict_box(model, read, grid, box, channels=channels, batch_size=batch_size, device=device,
+                           mask_out=mask_out, progress=progress)
+    shape = as_vec3(shape, "image shape", positive=True)
+    vol = Bbox.from_shape(shape)
+
+    def read_coarse(cb: Bbox) -> np.ndarray:
+        ib = Bbox(tuple(a * f for a, f in zip(cb.start, factors)),
+                  tuple(b * f for b, f in zip(cb.stop, factors))).intersect(vol)
+        return block_mean(read(ib), factors)
+
+    cbox = coarse_box(box, factors, grid.shape)
+    y = predict_box(model, read_coarse, grid, cbox, channels=channels, batch_size=batch_size, device=device,
+                    progress=progress)
+    out = upsample_linear(y, factors, cbox.start, box, grid.shape)
+    if mask_out is not None:
+        out[:, np.asarray(mask_out) != 0] = 0
+    return out
+
+
 # ---- array form ------------------------------------------------------------------------------------
 def _as_input(image, cin: int) -> np.ndarray:
     image = np.asarray(image)
@@ -291,6 +348,9 @@ def predict(
     mask_out: np.ndarray | None = None,
     heads: Sequence[str] | str | None = None,
     chunk_size=None,
+    resolution=None,
+    max_downsample: int = MAX_DOWNSAMPLE,
+    resolution_tolerance: float = RESOLUTION_TOLERANCE,
     progress: bool = True,
 ) -> np.ndarray:
     """Run the net over a whole image with overlapping, blended patches.
@@ -300,32 +360,42 @@ def predict(
     model : a net following emkit's model interface (``emkit.nets.RSUNet`` or alike).
     image : ``(z, y, x)`` uint8 (normalised by ``emkit.nets.normalize``) or float in [0, 1];
         ``(c, z, y, x)`` for nets with several input channels.
-    patch_size : patch (z, y, x) voxels; default the net's training patch (``config.patch_size``).
-        Must be a multiple of ``model.input_multiple``; shrinks on axes where the image is smaller.
+    patch_size : patch (z, y, x) voxels of the grid the net runs on (the image's, or the averaged
+        one when ``resolution`` asks for resampling); default the net's training patch
+        (``config.patch_size``). Must be a multiple of ``model.input_multiple``; shrinks on axes
+        where the image is smaller.
     overlap : overlap of neighbouring patches: a fraction of the patch (float in [0, 1), scalar or
         z, y, x) or voxels (ints). Default 0.25.
     batch_size : patches per forward pass (does not change the result).
     device : ``"cpu"``, ``"cuda"``, … ; default CUDA when available, else CPU. The model is moved
         there (and put in eval mode while predicting; its mode is restored after).
-    mask_in : ``(z, y, x)``; where nonzero (1 = defect), the net is fed 0 instead of the image.
+    mask_in : ``(z, y, x)``; where nonzero (1 = defect), the net is fed 0 instead of the image
+        (applied on the image's grid, before any averaging).
     mask_out : ``(z, y, x)``; where nonzero (1 = defect), all outputs are set to 0.
-    heads : heads to output (names, or ``"affinity,myelin"``); default all, in the model's order.
+    heads : heads to output (names, ``"affinity,myelin"`` or ``"all"``); default
+        :func:`default_heads`: the affinity head of a boundary net, every head of other nets.
     chunk_size : compute in chunks of this size (z, y, x) to bound memory; the result is the same
         (the patch grid is global, see :mod:`emkit.inference.blend`).
+    resolution : the image's voxel size (z, y, x nm). When given and the net was trained at
+        another, the image is averaged by whole factors per axis to the net's resolution and the
+        outputs interpolated back (:mod:`emkit.inference.resample`; the rule and its limits
+        ``max_downsample`` and ``resolution_tolerance`` are documented there). Default None: the
+        net runs on the image's grid, unchecked.
     progress : progress bar.
 
     Returns
     -------
-    float32 ``(C, z, y, x)``: sigmoid outputs in [0, 1] of the asked heads, channels in head order
-    (see :func:`channel_names`).
+    float32 ``(C, z, y, x)`` on the image's grid: sigmoid outputs in [0, 1] of the asked heads,
+    channels in head order (see :func:`channel_names`).
     """
     cin = _in_channels(model)
     x = _as_input(image, cin)
     shape = x.shape[1:]
     mask_in = _check_mask(mask_in, shape, "mask_in")
     mask_out = _check_mask(mask_out, shape, "mask_out")
+    plan = check_resolution(model, resolution, tolerance=resolution_tolerance, max_downsample=max_downsample)
     patch = model_patch_size(model) if patch_size is None else as_vec3(patch_size, "patch size", positive=True)
-    grid = PatchGrid(shape, patch, overlap, model_input_multiple(model))
+    grid = PatchGrid(plan.net_shape(shape), patch, overlap, model_input_multiple(model))
     _, channels = select_heads(model, heads)
     device = resolve_device(device)
 
@@ -346,7 +416,7 @@ def predict(
     with _Prepared(model, device) as m:
         for box in boxes:
             mo = None if mask_out is None else mask_out[box.slices()]
-            out[(slice(None), *box.slices())] = predict_box(
-                m, read, grid, box, channels=channels, batch_size=batch_size, device=device, mask_out=mo,
-                progress=progress and len(boxes) == 1)
+            out[(slice(None), *box.slices())] = predict_box_resampled(
+                m, read, grid, box, plan.factors, shape, channels=channels, batch_size=batch_size, device=device,
+                mask_out=mo, progress=progress and len(boxes) == 1)
     return out

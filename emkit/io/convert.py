@@ -15,8 +15,9 @@ image (uint8)             uint8 as is. Any other integer, bool or float input is
 segmentation (uint64)     any integer or bool dtype with no negative values; floats only when
                           every value is a finite whole number ≥ 0.
 mask (uint8)              bool, or integers/floats whose values are all 0 or 1.
-affinities, probability   any float dtype (float64 → float32); integers are refused.
-(float32)
+affinities, probability   any float dtype (float64 → float32); integers are refused, except
+(float32)                 uint8 for ``probability``: a 0..255 map (what many pixel classifiers
+                          export) becomes value / 255 (exact in float32, 255 → 1.0).
 ========================  ===================================================================
 
 Files needing a value check (signed integers, floats, masks, rescaling) are read twice: once to
@@ -106,9 +107,12 @@ def _check_dtype(kind_name: str, dtype: np.dtype, rescale: str | None, name: str
         raise InputError(f"{name} has dtype {dtype}, but image layers are uint8: pass --rescale (rescale=True) "
                          f"to map the {_PERCENTILES[0]}-{_PERCENTILES[1]} percentiles to 0-255 "
                          "(--rescale-method minmax for min-max), or convert the file to uint8 first")
+    if kind_name == "probability" and dtype == np.uint8:
+        return  # 0..255 -> [0, 1]
     if kind_name in ("affinities", "probability") and dtype.kind != "f":
-        raise InputError(f"{name} has dtype {dtype}, but {kind_name} layers hold float values in [0, 1]: "
-                         "convert to float first (e.g. divide uint8 by 255)")
+        also = " (probability also takes uint8 0..255)" if kind_name == "probability" else ""
+        raise InputError(f"{name} has dtype {dtype}, but {kind_name} layers hold float values in [0, 1]{also}: "
+                         "convert to float first")
 
 
 def _update_stats(st: _Stats, a: np.ndarray, kind_name: str, rescale: str | None, stride: int) -> None:
@@ -177,6 +181,8 @@ def _converter(kind_name: str, dtype: np.dtype, rescale: str | None, st: _Stats 
             found = st.non_binary or [st.non_integer]
             raise InputError(f"{name} has values {found} (dtype {dtype}); mask values must be 0 or 1")
         return lambda a: a.astype(np.uint8)
+    if kind_name == "probability" and dtype == np.uint8:
+        return lambda a: a.astype(np.float32) / np.float32(255)
     return lambda a: a.astype(kind.dtype)  # affinities, probability: float -> float32
 
 
@@ -251,6 +257,8 @@ def import_volume(src: str | os.PathLike, dest_url: str | os.PathLike, kind: str
     with open_volume(src, key, k.name) as vol:
         nch, _ = _kind_shape(vol, k)
         _check_dtype(k.name, vol.dtype, rescale, vol.name)
+        if k.name == "probability" and vol.dtype == np.uint8:
+            _note(f"{vol.name} is uint8: stored as float32 value / 255 (0..255 -> 0..1)")
         res, res_from = _resolve_resolution(resolution, vol)
         for note in vol.notes:  # what the file told us, unless the caller overrode it
             if not (("resolution" in note and res_from != "file") or ("offset" in note and offset is not None)):

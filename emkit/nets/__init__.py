@@ -26,10 +26,12 @@ __all__ = [
     "NetConfig", "HeadSpec", "HEAD_KINDS", "PAPER_RESOLUTION", "PAPER_LONG_RANGE_OFFSETS", "long_range_offsets",
     "derive_downsample", "derive_patch_size", "boundary_heads", "semantic_heads", "normalize",
     "RSUNet", "save", "load", "load_checkpoint", "load_model", "available_models",
+    "shipped_models", "models_dir",
 ]
 
 _LAZY = {"RSUNet": "rsunet", "save": "checkpoint", "load": "checkpoint", "load_checkpoint": "checkpoint",
-         "load_model": "checkpoint", "available_models": "checkpoint"}
+         "load_model": "checkpoint", "available_models": "checkpoint", "shipped_models": "checkpoint",
+         "models_dir": "checkpoint"}
 
 
 def __getattr__(name):

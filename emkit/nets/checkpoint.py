@@ -19,7 +19,8 @@ from ..errors import InputError
 from .config import NetConfig
 from .rsunet import RSUNet
 
-__all__ = ["FORMAT", "save", "load", "load_checkpoint", "load_model", "models_dir", "available_models"]
+__all__ = ["FORMAT", "save", "load", "load_checkpoint", "load_model", "models_dir", "available_models",
+           "shipped_models", "MODELS_DIR_ENV"]
 
 FORMAT = "emkit-net/1"
 
@@ -74,15 +75,51 @@ def load(path, map_location="cpu") -> RSUNet:
     return model.eval()
 
 
+#: Environment variable naming another folder of shipped weights (tests, a site's own model zoo).
+MODELS_DIR_ENV = "EMKIT_MODELS_DIR"
+
+
 def models_dir() -> Path:
-    """Folder of the shipped weights (``emkit/models``)."""
+    """Folder of the shipped weights: ``emkit/models``, or the folder named by the environment
+    variable ``EMKIT_MODELS_DIR`` when it is set."""
+    env = os.environ.get(MODELS_DIR_ENV)
+    if env:
+        return Path(env).expanduser().resolve()
     return Path(__file__).resolve().parent.parent / "models"
 
 
 def available_models() -> list[str]:
-    """Names of the shipped models (``emkit/models/<name>.pt``)."""
+    """Names of the shipped models (``<models_dir>/<name>.pt``)."""
     d = models_dir()
     return sorted(p.stem for p in d.glob("*.pt")) if d.is_dir() else []
+
+
+_SHIPPED_CACHE: dict = {}
+
+
+def shipped_models(family: str | None = None) -> dict[str, dict]:
+    """The shipped models and the facts that choose between them, by name.
+
+    ``family`` (e.g. ``"boundary"``) keeps the model named so and those named ``<family>_*``
+    (``boundary``, ``boundary_iso``, …). Each value holds ``path`` (the ``.pt`` file),
+    ``resolution`` (training voxel size, z, y, x nm, from the checkpoint's config) and ``heads``
+    (head names).
+    """
+    out = {}
+    for name in available_models():
+        if family is not None and name != family and not name.startswith(family + "_"):
+            continue
+        path = models_dir() / f"{name}.pt"
+        st = path.stat()
+        key = (str(path), st.st_mtime_ns, st.st_size)
+        facts = _SHIPPED_CACHE.get(key)
+        if facts is None:
+            cfg = NetConfig.from_dict(load_checkpoint(path)["config"])
+            facts = {"path": str(path), "resolution": tuple(float(r) for r in cfg.resolution),
+                     "heads": tuple(h.name for h in cfg.heads)}
+            _SHIPPED_CACHE[key] = facts
+        out[name] = dict(facts)
+    return out
 
 
 def load_model(name_or_path, map_location="cpu") -> RSUNet:

@@ -3,6 +3,7 @@
 Plan (:func:`plan_chunks`) → run (:func:`map_chunks`) → resume (:class:`Markers`).
 Importing this package imports neither dask nor distributed; they load when a cluster starts.
 """
+from .atomic import put_atomic, put_json_atomic, remove_stale_temporaries
 from .cluster import Cluster, machine_cores, start_cluster
 from .map import ChunkTask, MapReport, map_chunks, run_chunk
 from .markers import Markers, markers_url
@@ -13,4 +14,5 @@ __all__ = [
     "ChunkTask", "ChunkSpec", "MapReport", "map_chunks", "run_chunk",
     "Markers", "markers_url",
     "plan_chunks", "count_chunks", "check_aligned", "chunk_name",
+    "put_atomic", "put_json_atomic", "remove_stale_temporaries",
 ]

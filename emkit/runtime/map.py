@@ -63,9 +63,9 @@ def run_chunk(task: ChunkTask, spec: ChunkSpec, markers: Markers | None) -> int:
 
 
 def _failed(spec: ChunkSpec, exc: BaseException, retries: int, done: int, total: int) -> TaskFailedError:
+    how = f"failed after {retries} retr{'y' if retries == 1 else 'ies'}" if retries else "failed"
     err = TaskFailedError(
-        f"chunk {spec.chunk} (z,y,x voxels; read {spec.read_bbox}) failed after {retries} "
-        f"retr{'y' if retries == 1 else 'ies'}: {type(exc).__name__}: {exc} "
+        f"chunk {spec.chunk} (z,y,x voxels; read {spec.read_bbox}) {how}: {type(exc).__name__}: {exc} "
         f"[{done} of {total} chunks done; they are kept when markers are used]")
     err.bbox = spec.chunk
     err.read_bbox = spec.read_bbox
@@ -112,7 +112,8 @@ def map_chunks(
         all: notebooks, debugging, tests); ``N`` starts a local cluster of N worker processes for
         this run; None (default) starts one sized to the machine.
     scheduler : address of a running dask scheduler to attach to for this run.
-    retries : extra attempts of a failing chunk before the run fails.
+    retries : extra attempts of a failing chunk before the run fails (serial runs do not retry an
+        :class:`~emkit.errors.InputError`: bad input fails the same way again).
     max_in_flight : chunks submitted but not finished at once (default 2 x worker threads);
         bounds the memory of the client and of the scheduler.
     progress : show a progress bar (tqdm; terminal or notebook) and the dashboard link.
@@ -190,8 +191,8 @@ def _run_serial(task, todo, markers, retries, bar, total) -> int:
                 run_chunk(task, spec, markers)
                 break
             except Exception as exc:
-                if attempt == retries:
-                    raise _failed(spec, exc, retries, bar.n, total) from exc
+                if attempt == retries or isinstance(exc, InputError):  # bad input fails the same way again
+                    raise _failed(spec, exc, attempt, bar.n, total) from exc
         n += 1
         bar.update(1)
     return n

@@ -7,7 +7,10 @@ CloudFiles reads), by convention inside the output: ``<output>/.emkit/<run-name>
     done/z0-z1_y0-y1_x0-x1  one marker per finished chunk (written after its output is complete)
 
 A marker is written only after the chunk's task has returned, i.e. after its output is fully
-written; a chunk without marker is recomputed on the next run (tasks are idempotent).
+written; a chunk without marker is recomputed on the next run (tasks are idempotent). Markers
+and ``run.json`` are written atomically (:func:`emkit.runtime.atomic.put_atomic`: temporary
+name + rename on local folders, one whole-object put on object stores), so a killed run never
+leaves a truncated ``run.json`` that would block the resume.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from typing import Iterable
 
 from ..errors import InputError
 from ..io.layer import join_url, normalize_url
+from .atomic import put_json_atomic
 from .plan import chunk_name
 
 __all__ = ["Markers", "markers_url"]
@@ -57,14 +61,15 @@ class Markers:
         """Write the marker of ``bbox`` (a Bbox); ``facts`` (JSON-able) are stored in it."""
         body = {"bbox_zyx": [list(bbox.start), list(bbox.stop)], "time": time.time(),
                 "host": socket.gethostname(), "pid": os.getpid(), **facts}
-        self._cf().put_json(f"done/{chunk_name(bbox)}", body, compress=None)
+        put_json_atomic(self.url, f"done/{chunk_name(bbox)}", body)
 
     def is_done(self, bbox) -> bool:
         return self._cf().exists(f"done/{chunk_name(bbox)}")
 
     def done(self) -> set[str]:
         """Names (``z0-z1_y0-y1_x0-x1``) of the chunks marked done, listed once."""
-        return {p.rsplit("/", 1)[-1] for p in self._cf().list(prefix="done/")}
+        names = (p.rsplit("/", 1)[-1] for p in self._cf().list(prefix="done/"))
+        return {n for n in names if not n.startswith(".")}  # not a killed write's temporary
 
     def count(self) -> int:
         return len(self.done())
@@ -85,7 +90,7 @@ class Markers:
         if old is None:
             if self.done():
                 raise InputError(f"markers at {self.url} have no run.json; reset them before running")
-            self._cf().put_json("run.json", params, compress=None)
+            put_json_atomic(self.url, "run.json", params)
             return False
         if old != params:
             diff = sorted(k for k in set(old) | set(params) if old.get(k) != params.get(k))

@@ -7,7 +7,8 @@ edges need the affinities one voxel around it — except on plateaus, where the 
 search from the plateau's exits decides. So, per chunk (affinities read with a 2-voxel halo):
 
 * every voxel's steepest-edge bits are computed exactly on the chunk grown by 1;
-* exits point along their first non-plateau steepest edge; plateaus that lie inside the chunk
+* exits point along the non-plateau steepest edge chosen as in the global run (the far end's
+  steepest affinity, which the 2-voxel halo also covers, then direction order); plateaus that lie inside the chunk
   are divided by the same FIFO search as the global run (a plateau's division depends only on
   its own exits, in raster order — other plateaus' entries in the global queue do not matter);
   plateaus at the high threshold never have exits and are whole basins (seeds);
@@ -26,7 +27,7 @@ import numba
 import numpy as np
 
 from emkit.segment.region_graph import N_CLASSES, quantize
-from emkit.segment.watershed import _steepest
+from emkit.segment.watershed import _exit_direction, _steepest
 from emkit.segment._unionfind import find as _find
 
 __all__ = ["chunk_fragments", "resolve_plateaus", "HALO", "FRAG_SHIFT"]
@@ -64,7 +65,7 @@ def _edge_value(aff, d, z, y, x):
 
 
 @numba.njit(cache=True, nogil=True)
-def _fragments_kernel(bits, aff, oz, oy, ox, cz, cy, cx, high):
+def _fragments_kernel(bits, top, aff, oz, oy, ox, cz, cy, cx, high):
     """Fragments of the chunk [o, o + c) of the region whose steepest bits are ``bits``.
 
     Returns (lab int64 chunk-flat 1..F, F, cross uint8 (glue bits per direction), plateau mask
@@ -111,8 +112,7 @@ def _fragments_kernel(bits, aff, oz, oy, ox, cz, cy, cx, high):
                             first = d
                         if bits[r + offr[d]] & opp[d]:
                             p |= 1 << d
-                        elif ptr[i] < 0:
-                            ptr[i] = d
+                ptr[i] = _exit_direction(bits, top, r, offr, opp)
                 pm[i] = p
                 isexit[i] = ptr[i] >= 0
                 ishigh[i] = _edge_value(aff, first, z + oz, y + oy, x + ox) >= high
@@ -324,8 +324,8 @@ def chunk_fragments(aff_region, region_start, chunk_start, chunk_shape, volume_s
     cz, cy, cx = (int(s) for s in chunk_shape)
     oz, oy, ox = (int(c - r) for c, r in zip(chunk_start, region_start))
     gz0, gy0, gx0 = (int(c) for c in chunk_start)
-    bits = _steepest(aff, np.ones((1, 1, 1), bool), False, float(params.low), float(params.high))
-    lab, n, cross, pm, isexit, export = _fragments_kernel(bits, aff, oz, oy, ox, cz, cy, cx, float(params.high))
+    bits, top = _steepest(aff, np.ones((1, 1, 1), bool), False, float(params.low), float(params.high))
+    lab, n, cross, pm, isexit, export = _fragments_kernel(bits, top, aff, oz, oy, ox, cz, cy, cx, float(params.high))
     lab3 = lab.reshape(cz, cy, cx)
     base = np.uint64(int(leaf_index) << FRAG_SHIFT)
     out: dict = {"labels": lab3.astype(np.uint32), "n": np.int64(n)}

@@ -36,19 +36,23 @@ import numpy as np
 
 from emkit.errors import InputError
 from emkit.geometry import Bbox, as_vec3
-from emkit.runtime import Markers, chunk_name, map_chunks
+from emkit.runtime import Markers, chunk_name, map_chunks, put_atomic
 from emkit.segment import octree as ot
 from emkit.segment.agglomerate import MergeHistory
 from emkit.segment.chunk_watershed import FRAG_SHIFT, HALO, chunk_fragments, reduce_edges, resolve_plateaus
 from emkit.segment.params import AgglomerationParams, WatershedParams
 from emkit.segment.region_graph import N_CLASSES
 
-__all__ = ["ChunkPlan", "MemoryStore", "FileStore", "run_chunked"]
+__all__ = ["ChunkPlan", "MemoryStore", "FileStore", "ArraySource", "LayerSource", "BoundarySource", "SemanticSource",
+           "ArraySink", "LayerSink", "run_chunked"]
 
 
 # ------------------------------------------------------------------ stores ---------------------
 class MemoryStore:
-    """Intermediate results in a dict (serial runs in one process)."""
+    """Intermediate results in a dict (serial runs in one process only: tasks run in other
+    processes would fill their own copies; :func:`run_chunked` refuses that)."""
+
+    in_memory = True
 
     def __init__(self):
         self.data: dict[str, dict] = {}
@@ -68,7 +72,10 @@ class MemoryStore:
 
 
 class FileStore:
-    """Intermediate results as ``.npz`` files under a folder URL (anything CloudFiles reads)."""
+    """Intermediate results as ``.npz`` files under a folder URL (anything CloudFiles reads),
+    each written atomically (:func:`emkit.runtime.put_atomic`)."""
+
+    in_memory = False
 
     def __init__(self, url: str):
         from emkit.io.layer import normalize_url
@@ -83,7 +90,9 @@ class FileStore:
     def put(self, key: str, arrays: dict) -> None:
         buf = io.BytesIO()
         np.savez(buf, **arrays)  # uncompressed: zlib cost more than the work itself
-        self._cf().put(f"{key}.npz", buf.getvalue(), compress=None, raw=True)
+        # atomic: a run killed mid-write must not leave a truncated npz that a resume trusts
+        # (``plateaus`` is skipped when it exists)
+        put_atomic(self.url, f"{key}.npz", buf.getvalue())
 
     def get(self, key: str) -> dict:
         data = self._cf().get(f"{key}.npz", raw=True)
@@ -167,21 +176,60 @@ class ArraySource:
 
 
 class LayerSource:
-    """Reads boxes of a layer (volume coordinates from 0; the layer's voxel offset is added)."""
+    """Reads boxes of a layer (volume coordinates from 0; the layer's voxel offset is added).
 
-    def __init__(self, url: str):
+    ``channels`` (a list of channel indices) selects channels of a multi-channel layer, e.g. the
+    ``affinity_z, affinity_y, affinity_x`` channels of the probability layer ``emkit infer``
+    writes for several heads; an int selects one channel as a (z, y, x) array.
+    """
+
+    def __init__(self, url: str, channels=None):
         self.url = url
+        self.channels = channels
         self._layer = None
 
     def __getstate__(self):
-        return {"url": self.url, "_layer": None}
+        return {**self.__dict__, "_layer": None}
 
     def read(self, bbox: Bbox) -> np.ndarray:
         if self._layer is None:
             from emkit.io import Layer
 
             self._layer = Layer.open(self.url)
-        return self._layer.read(bbox.translate(self._layer.voxel_offset))
+        arr = self._layer.read(bbox.translate(self._layer.voxel_offset))
+        if self.channels is not None:
+            arr = np.ascontiguousarray(arr[self.channels])
+        return arr
+
+
+class BoundarySource:
+    """Affinities from a boundary-probability source (1 = boundary), box by box.
+
+    ``inner.read(bbox)`` gives the (z, y, x) boundary map; each box is read one voxel larger on
+    its low sides (inside the volume) and converted with
+    :func:`emkit.affinity.boundary_to_affinities` and those ``low_side`` planes, so every box
+    holds exactly the affinities of the whole volume's conversion (edges leaving the volume are 0).
+    """
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def read(self, bbox: Bbox) -> np.ndarray:
+        from emkit.affinity import boundary_to_affinities
+
+        lo = tuple(max(a - 1, 0) for a in bbox.start)
+        ext = np.asarray(self.inner.read(Bbox(lo, bbox.stop)))
+        s = tuple(a - b for a, b in zip(bbox.start, lo))  # 1 where a low-side plane was read
+        b = ext[s[0]:, s[1]:, s[2]:]
+        low = (ext[0, s[1]:, s[2]:] if s[0] else None,
+               ext[s[0]:, 0, s[2]:] if s[1] else None,
+               ext[s[0]:, s[1]:, 0] if s[2] else None)
+        try:
+            return boundary_to_affinities(b, low_side=low)
+        except InputError as exc:
+            where = getattr(self.inner, "url", "the boundary map")
+            raise InputError(f"{where}: {exc} (a map stored as 0..255 floats: divide it by 255, or import it as "
+                             "uint8 with `emkit import --kind probability`)") from None
 
 
 class SemanticSource(LayerSource):
@@ -194,6 +242,10 @@ class SemanticSource(LayerSource):
 
 
 class ArraySink:
+    """Supervoxels and segmentation in two arrays (serial runs in this process only)."""
+
+    in_memory = True
+
     def __init__(self, shape):
         self.supervoxels = np.zeros(shape, np.uint64)
         self.segmentation = np.zeros(shape, np.uint64)
@@ -204,6 +256,10 @@ class ArraySink:
 
 
 class LayerSink:
+    """Supervoxels and segmentation written to two segmentation layers."""
+
+    in_memory = False
+
     def __init__(self, sv_url: str, seg_url: str):
         self.sv_url, self.seg_url = sv_url, seg_url
 
@@ -438,14 +494,26 @@ def run_chunked(source, shape, chunk_size, *, semantic=None, threshold: float = 
     ``write(bbox, supervoxels, segmentation)``; ``store`` keeps intermediate results;
     ``markers_url`` (a folder) enables resuming (``run_info``, e.g. the input URLs, is recorded
     with the parameters: a resumed run must match); ``client`` / ``workers`` as in
-    :func:`emkit.runtime.map_chunks`.
+    :func:`emkit.runtime.map_chunks`. Tasks that run in other processes (a ``client``, or
+    ``workers`` other than 0) need a store and a sink they can reach (:class:`FileStore`,
+    :class:`LayerSink`): an in-memory :class:`MemoryStore` (the default) or :class:`ArraySink`
+    is refused with :class:`~emkit.errors.InputError`.
     """
     wp = watershed_params or WatershedParams()
     ap = agglomeration_params or AgglomerationParams()
+    store = store if store is not None else MemoryStore()
+    if client is not None or workers != 0:
+        held = [f"{what} {type(obj).__name__}" for what, obj in (("store", store), ("sink", sink))
+                if getattr(obj, "in_memory", False)]
+        if held:
+            how = f"client {client!r}" if client is not None else f"workers={workers!r}"
+            raise InputError(
+                f"run_chunked with {how} runs tasks in other processes, but the {' and the '.join(held)} "
+                "lives in this process's memory (the workers would fill their own copies and you would get "
+                "zeros): use store=FileStore(url) and a LayerSink (as segment_layers does), or workers=0")
     shape = as_vec3(shape, "volume shape", positive=True)
     chunk = tuple(min(c, s) for c, s in zip(as_vec3(chunk_size, "chunk size", positive=True), shape))
     plan = ChunkPlan(shape, chunk)
-    store = store if store is not None else MemoryStore()
     run_params = {"shape": list(shape), "chunk": list(chunk), "watershed": wp.to_dict(),
                   "agglomeration": ap.to_dict(), "semantic": semantic is not None, **(run_info or {})}
     run = dict(client=client) if client is not None else dict(workers=workers)

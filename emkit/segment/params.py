@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, fields
 
 from emkit.errors import InputError
 
-__all__ = ["WatershedParams", "AgglomerationParams", "DEFAULT_VETO_PAIRS"]
+__all__ = ["WatershedParams", "AgglomerationParams", "DEFAULT_VETO_PAIRS", "BOUNDARY_MAP_WATERSHED"]
 
 # Semantic classes (design.md): 0 background, 1 soma, 2 axon, 3 dendrite, 4 glia, 5 vessel.
 SOMA, AXON, DENDRITE, GLIA, VESSEL = 1, 2, 3, 4, 5
@@ -56,17 +56,28 @@ class WatershedParams(_Params):
     """Watershed on the affinity graph (Zlateski & Seung 2015; paper, Methods: Watershed).
 
     The paper gives no numbers for this step; the defaults lie in the ranges used with
-    zwatershed/abiss (high ≈ 0.99, low ≈ 0.01, size-dependent single linkage of 50–200 voxels at
-    a merge affinity of 0.2–0.3) and were checked on noisy ground-truth affinities
+    zwatershed/abiss (high ≈ 0.99, size-dependent single linkage of 50–200 voxels at a merge
+    affinity of 0.2–0.3) and were checked on noisy ground-truth affinities
     (:func:`emkit.affinity.noisy_affinities`) of 32×128×128 and 64×256×256 Voronoi volumes:
     results were flat for size_threshold 150–500 and merge_affinity 0.1–0.4, worse at 50.
+
+    ``low`` is 0 (zwatershed uses ≈ 0.01): on a real classifier's boundary map (gala FIB-SEM,
+    ``benchmarks/segment.py``) 14 % of the voxels have boundary probability exactly 1, hence
+    no edge above 0.01; as background they formed one object spanning every membrane and the
+    best adapted Rand error was 0.15. With ``low = 0`` every voxel joins a basin (membrane
+    voxels the side their two-step ascent prefers) and it is 0.02; on the phantom rows it is
+    unchanged (shipped boundary net: 0.0294 at 0.5) or within 2 % (noisy affinities).
+    ``high`` stays 0.99: on saturated classifier maps 0.5–0.7 is better (tuned on half of that
+    crop), on graded affinities it merges objects across every leak (phantom: 0.9 instead of
+    0.06) — tune it on an annotated crop (:func:`emkit.segment.tune.tune`, ``emkit tune``).
     Algorithm and tie rules: :mod:`emkit.segment.watershed`.
     """
 
     high: float = 0.99
     """Edges with affinity >= high are all steepest: voxels they join fall in one basin."""
-    low: float = 0.01
-    """Edges with affinity < low do not exist; a voxel with no edge left becomes background (0)."""
+    low: float = 0.0
+    """Edges with affinity < low do not exist; a voxel with no edge left becomes background (0).
+    0: every edge exists, no voxel is background (except masked ones)."""
     merge_affinity: float = 0.25
     """Size-dependent single linkage only uses basin edges with (max) affinity >= merge_affinity."""
     size_threshold: int = 150
@@ -127,3 +138,18 @@ class AgglomerationParams(_Params):
             if not (1 <= a <= 5 and 1 <= b <= 5):
                 raise InputError(f"AgglomerationParams.veto_pairs: class ids must be 1..5, got {(a, b)}")
         object.__setattr__(self, "veto_pairs", pairs)
+
+
+#: Watershed parameters for affinities made from a pixel classifier's boundary probability b
+#: (:func:`emkit.affinity.boundary_to_affinities`, affinity = 1 − max(b[v], b[u])): ``high`` 0.5
+#: puts voxels joined by a path with b < 0.5 — the classifier's own "not boundary" — in one basin,
+#: which is what a seeded watershed on a boundary map does with seeds = components of b < 0.5.
+#: Such maps are saturated (exact 0 inside, exact 1 on membranes) and their mean affinities between
+#: pieces of one cell are low, so with ``high`` 0.99 the best cut is near 0.03–0.05 and moves from
+#: crop to crop. Measured on the gala FIB-SEM crop (``benchmarks/segment.py``, scored on each
+#: half in z): adapted Rand 0.0199 and 0.0171 at the default cut 0.5 (best cut 0.0184, 0.0169),
+#: against 0.0206 and 0.0173 for a seeded scikit-image watershed with its seed level tuned on the
+#: other half and 0.0226 and 0.041 for waterz + fill; with the defaults 0.052 and 0.097 at 0.5.
+#: Not for a net's graded affinities (phantom: adapted Rand 0.9 instead of 0.06, merges across
+#: every leak) nor for uncalibrated maps (a smoothed image: tune with :func:`emkit.segment.tune.tune`).
+BOUNDARY_MAP_WATERSHED = WatershedParams(high=0.5)

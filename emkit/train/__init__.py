@@ -10,9 +10,10 @@ myelin, semantic one-hot + loss masks), :mod:`.losses` (BCE with inverse margin 
 rebalancing), :mod:`.augment` (the paper's augmentations), :mod:`.loop` (TrainConfig, Trainer,
 train), :mod:`.presets` (``phantom``). torch is imported only when a net is built or trained.
 """
-__all__ = ["TrainConfig", "TrainResult", "Trainer", "train", "PatchSampler", "open_dataset", "make_targets"]
+__all__ = ["TrainConfig", "TrainResult", "Trainer", "train", "adapted_model", "PatchSampler", "open_dataset",
+           "make_targets"]
 
-_LAZY = {"TrainConfig": "loop", "TrainResult": "loop", "Trainer": "loop", "train": "loop",
+_LAZY = {"TrainConfig": "loop", "TrainResult": "loop", "Trainer": "loop", "train": "loop", "adapted_model": "loop",
          "PatchSampler": "sampler", "open_dataset": "sampler", "make_targets": "targets"}
 
 

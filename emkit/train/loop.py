@@ -28,7 +28,7 @@ import numpy as np
 
 from ..errors import InputError, LayerExistsError
 
-__all__ = ["TrainConfig", "TrainResult", "Trainer", "train", "TASKS"]
+__all__ = ["TrainConfig", "TrainResult", "Trainer", "train", "adapted_model", "split_per_section", "TASKS"]
 
 TASKS = ("boundary", "semantic")
 
@@ -69,27 +69,41 @@ class TrainConfig:
     output_1x1: bool = False
     """Extra 1×1×1 output convolution (paper's semantic net)."""
     augment: str = "auto"
-    """Augmentation preset of :mod:`emkit.train.augment` ("boundary", "semantic", "none");
-    "auto": the task's name."""
+    """Augmentation preset of :mod:`emkit.train.augment` ("boundary", "semantic", "isotropic",
+    "none"); "auto": the task's name, except "isotropic" for a boundary net on (near-)isotropic
+    data (largest / smallest voxel side < 1.5: FIB-SEM has no cut sections to lose)."""
     rebalance_semantic: bool = False
     """Patch-wise class rebalancing of the semantic channels too, as for affinities (each class's
     positives and negatives carry half the weight). The paper uses plain BCE for semantic labels;
     rebalancing helps a class that is rare in the ground truth (glia in the phantoms)."""
     init: str | None = None
     """Start from these weights (fine-tuning): a checkpoint path or a shipped model name
-    ("boundary", "semantic"). The net's configuration (widths, heads, patch, resolution) is the
-    checkpoint's; the optimizer starts afresh."""
+    ("boundary", "semantic": the shipped model of that family trained nearest the data's
+    resolution, as ``emkit infer`` picks; "boundary_iso": that one). The net's configuration
+    (widths, heads, resolution) is the checkpoint's, its patch too unless ``patch_size`` is given;
+    the optimizer starts afresh. When the data's resolution differs from the
+    checkpoint's, the weights are *adapted*: the same widths and heads (every weight keeps its
+    shape), with the down-sampling factors, long-range offsets and patch re-derived for the data's
+    resolution (or ``downsample`` / ``patch_size`` when given); the log says so."""
     balance: str = "auto"
     """Where training patches fall: "classes" (centred on a voxel of a semantic class drawn
     uniformly, so rare classes are seen as often as common ones — the paper added sparse vessel
     ground truth for the same reason, Methods: Semantic labeling), "none" (uniform), or "auto":
     "classes" for semantic nets, "none" for boundary nets."""
+    planar_labels: bool = False
+    """The labels were drawn section by section (2D ids per section, e.g. the connected components
+    of a per-section membrane mask): affinities that cross sections (z and long-range z) are
+    loss-masked, label 0 is judged in-plane by ``background="auto"``, and validation splits the
+    segmentation per section (as the ISBI 2012 challenge scored)."""
     input_masks: tuple[str, ...] = ()
     """Mask names whose voxels are zeroed in the input (as ``emkit infer --mask-in``)."""
     loss_masks: tuple[str, ...] | str = "auto"
     """Mask names excluded from the loss; "auto": see :mod:`emkit.train.sampler`."""
-    background: str = "ignore"
-    """Label 0: "ignore" (edges touching it do not count) or "boundary"."""
+    background: str = "auto"
+    """Label 0: "ignore" (edges touching it do not count: unlabelled), "boundary" (edges touching it
+    are boundaries, target 0) or "auto": "boundary" when label 0 separates the bodies everywhere in
+    the training data (no two bodies touch: membranes labelled 0, as in FlyEM's FIB-SEM ground
+    truth), else "ignore" (:func:`emkit.train.targets.resolve_background`)."""
     seed: int = 0
     """Seeds weights (torch) and data (numpy, per iteration)."""
     device: str = "cpu"
@@ -136,8 +150,8 @@ class TrainConfig:
             raise InputError(f"TrainConfig.device must be cpu, cuda or auto, got {self.device!r}")
         if self.balance not in ("auto", "none", "classes"):
             raise InputError(f"TrainConfig.balance must be 'auto', 'none' or 'classes', got {self.balance!r}")
-        if self.background not in ("ignore", "boundary"):
-            raise InputError(f"TrainConfig.background must be 'ignore' or 'boundary', got {self.background!r}")
+        if self.background not in ("auto", "ignore", "boundary"):
+            raise InputError(f"TrainConfig.background must be 'auto', 'ignore' or 'boundary', got {self.background!r}")
         for k in ("widths", "patch_size", "val_size", "phantom_size", "phantom_seeds", "input_masks", "betas"):
             v = getattr(self, k)
             if v is not None:
@@ -183,15 +197,19 @@ def _git_revision() -> str | None:
         return None
 
 
-def _make_augmenter(name: str, task: str):
+def _is_isotropic(resolution) -> bool:
+    r = [float(x) for x in resolution]
+    return max(r) < 1.5 * min(r)
+
+
+def _make_augmenter(name: str, task: str, resolution=None):
     """(callable (sample, rng, output_shape) -> sample, read_size function or None, note)."""
-    name = task if name == "auto" else name
+    if name == "auto":
+        name = "isotropic" if task == "boundary" and resolution is not None and _is_isotropic(resolution) else task
     if name in (None, "none"):
         return None, None, "none"
-    try:
-        from . import augment as aug_mod
-    except ImportError:  # the augmentation module is built separately; train without it
-        return None, None, "unavailable (emkit.train.augment missing): no augmentation"
+    from . import augment as aug_mod  # part of emkit: an ImportError here is a broken install, not "no augmentation"
+
     params = aug_mod.preset(name)
     Augmenter = aug_mod.Augmenter
 
@@ -217,6 +235,7 @@ class Trainer:
         from ..nets.config import HeadSpec
         from .presets import PHANTOM_TRAIN_SEEDS, PHANTOM_VAL_SEED, prepare_phantoms
         from .sampler import PatchSampler, open_dataset, split_region
+        from .targets import resolve_background
 
         if not isinstance(config, TrainConfig):
             raise InputError(f"Trainer needs a TrainConfig, got {type(config).__name__}")
@@ -280,18 +299,23 @@ class Trainer:
         net_cfg = NetConfig(widths=cfg.widths, downsample=cfg.downsample, heads=heads, patch_size=cfg.patch_size,
                             resolution=res, output_1x1=cfg.output_1x1)
         init_state = None
+        self.init_note = None
         if cfg.init and ckpt is None:
             from ..nets import load_model
 
-            start = load_model(cfg.init)
+            ref, chosen = _resolve_init(cfg.init, res)
+            start = load_model(ref)
             net_cfg = start.config
-            if tuple(net_cfg.resolution) != tuple(res):
-                raise InputError(f"--init {cfg.init}: the net was trained at {tuple(net_cfg.resolution)} nm (z, y, x), "
-                                 f"the data is at {tuple(res)}; fine-tune on data of the net's resolution")
+            self.init_note = chosen
             want = "semantic" if cfg.task == "semantic" else "affinity"
             if want not in {h.kind for h in net_cfg.heads}:
                 raise InputError(f"--init {cfg.init} has heads {[h.name for h in net_cfg.heads]}, no {want!r} head for "
                                  f"a {cfg.task} net")
+            if tuple(net_cfg.resolution) != tuple(float(r) for r in res):
+                net_cfg, note = _adapt_config(net_cfg, res, cfg, str(ref))
+                self.init_note = "; ".join(n for n in (chosen, note) if n)
+            elif cfg.patch_size is not None and tuple(cfg.patch_size) != tuple(net_cfg.patch_size):
+                net_cfg = net_cfg.replace(patch_size=tuple(cfg.patch_size))  # a training choice: no weight depends on it
             init_state = start.state_dict()
         if ckpt is not None:
             net_cfg = NetConfig.from_dict(ckpt["config"])
@@ -321,12 +345,20 @@ class Trainer:
         def _items(items):
             return [(v, r if r is not None else Bbox((0, 0, 0), v.size)) for v, r in items]
 
-        aug, read_size, self.augment_note = _make_augmenter(cfg.augment, cfg.task)
+        aug, read_size, self.augment_note = _make_augmenter(cfg.augment, cfg.task, res)
+        self.background = "ignore"
+        if any(h.kind in ("affinity", "long_range", "vessel") for h in net_cfg.heads):
+            self.background = resolve_background(cfg.background, [_label_probe(v) for v in vols],
+                                                 axes=(1, 2) if cfg.planar_labels else (0, 1, 2))
         self.sampler = PatchSampler(_items(train_items), net_cfg.patch_size, input_masks=cfg.input_masks,
                                     loss_masks=cfg.loss_masks, augmenter=aug, read_size=read_size,
                                     balance=cfg.balance if cfg.balance != "auto" else
                                     ("classes" if cfg.task == "semantic" else "none"))
-        self.val_sampler = PatchSampler(_items(val_items), net_cfg.patch_size, input_masks=cfg.input_masks,
+        # the validation sampler only reads the validation crop (_validation_sample): a validation volume may be
+        # smaller than the training patch
+        vshape = [r.shape for _, r in _items(val_items)]
+        vpatch = tuple(min([p] + [sh[a] for sh in vshape]) for a, p in enumerate(net_cfg.patch_size))
+        self.val_sampler = PatchSampler(_items(val_items), vpatch, input_masks=cfg.input_masks,
                                         loss_masks=cfg.loss_masks)
         self.val_sample = self._validation_sample()
 
@@ -335,6 +367,7 @@ class Trainer:
         self.log = {"train_config": cfg.to_dict(), "net_config": net_cfg.to_dict(),
                     "n_parameters": self.model.n_parameters(), "device": str(self.device),
                     "augment": self.augment_note, "validation_source": self.val_note,
+                    "background": self.background, "init": self.init_note,
                     "train": {"iteration": [], "loss": [], "heads": {h.name: [] for h in heads}, "seconds": []},
                     "validation": [], "best": None}
         if ckpt is not None:
@@ -343,6 +376,7 @@ class Trainer:
             self.optimizer.load_state_dict(tr["optimizer"])
             self.iteration = int(tr["iteration"])
             self.log = json.loads(tr["log"])
+            self.background = self.log.get("background", self.background)
             torch.set_rng_state(tr["torch_rng"])
 
     # ---------------------------------------------------------------------------------------------
@@ -369,7 +403,7 @@ class Trainer:
         from .targets import make_targets
 
         x = np.ascontiguousarray(np.stack([normalize(s["image"])[None] for s in samples]))
-        tg = [make_targets(s, self.net_config, self.config.background) for s in samples]
+        tg = [make_targets(s, self.net_config, self.background, self.config.planar_labels) for s in samples]
         targets = {name: (np.stack([d[name][0] for d in tg]), np.stack([d[name][1] for d in tg])) for name in tg[0]}
         return x, targets
 
@@ -427,7 +461,7 @@ class Trainer:
         kinds = {h.kind: h.name for h in self.net_config.heads}
         if "affinity" in kinds and "labels" in s:
             out.update(_segmentation_scores(prob[sl[kinds["affinity"]]], s["labels"], s["mask"],
-                                            self.config.threshold))
+                                            self.config.threshold, planar=self.config.planar_labels))
         if "semantic" in kinds and "semantic" in s:
             out["mean_iou"] = _mean_iou(prob[sl[kinds["semantic"]]], s["semantic"], s["mask"])
         return out
@@ -471,12 +505,14 @@ class Trainer:
         bar = tqdm(total=cfg.iterations, initial=self.iteration, desc=f"training {cfg.task} net", unit="it",
                    disable=not cfg.progress)
         prefetch = _Prefetcher(self, cfg.workers) if cfg.workers and self.iteration < cfg.iterations else None
+        t_run = time.perf_counter()
         try:
             self._loop(bar, prefetch)
         finally:
             if prefetch is not None:
                 prefetch.close()
         bar.close()
+        self.log["wall_seconds"] = round(float(self.log.get("wall_seconds") or 0.0) + time.perf_counter() - t_run, 1)
         secs = self.log["train"]["seconds"]
         self.log["seconds_per_iteration"] = float(np.median(secs)) if secs else None
         self._write_log()
@@ -485,11 +521,34 @@ class Trainer:
                            best=(out / "best.pt") if out and (out / "best.pt").exists() else None,
                            log=self.log, model=self.model)
 
+    def _eta(self, step_seconds, val_seconds) -> dict:
+        """Estimate (and print to stderr, and log) the time left: median step time × steps left
+        + validations left × the time of the last validation (checkpoints are not counted)."""
+        cfg = self.config
+        left = cfg.iterations - self.iteration
+        per = float(np.median(step_seconds)) if len(step_seconds) else float("nan")
+        n_val = sum(1 for i in range(self.iteration + 1, cfg.iterations + 1)
+                    if i % cfg.val_interval == 0 or i == cfg.iterations)
+        v = float(val_seconds[-1]) if val_seconds else None
+        eta = per * left + (v or 0.0) * n_val
+        finish = time.strftime("%H:%M", time.localtime(time.time() + eta))
+        rec = {"iteration": self.iteration, "seconds_per_iteration": round(per, 3), "iterations_left": left,
+               "validation_seconds": None if v is None else round(v, 2), "eta_seconds": round(eta, 1),
+               "finish_clock": finish}
+        self.log.setdefault("eta", []).append(rec)
+        val = (f" + {n_val} validation(s) x {v:.1f} s" if v is not None
+               else f" + {n_val} validation(s) (not timed yet)")
+        print(f"emkit train: ETA {_hms(eta)} (about {finish}): {left} iterations left x {per:.2f} s/iteration"
+              f"{val}", file=sys.stderr, flush=True)
+        return rec
+
     def _loop(self, bar, prefetch) -> None:
         from ..nets import save
 
         cfg = self.config
         tr = self.log["train"]
+        first = self.iteration
+        val_seconds: list[float] = []
         while self.iteration < cfg.iterations:
             t0 = time.perf_counter()
             losses = self.step(None if prefetch is None else prefetch.get(self.iteration))
@@ -501,8 +560,14 @@ class Trainer:
             bar.update(1)
             bar.set_postfix(loss=f"{losses['loss']:.4f}")
             done = self.iteration >= cfg.iterations
+            if self.iteration - first == min(_ETA_AFTER, cfg.iterations - first) and not done:
+                self._eta(tr["seconds"][-(self.iteration - first):], val_seconds)
             if self.iteration % cfg.val_interval == 0 or done:
+                tv = time.perf_counter()
                 v = self.validate()
+                val_seconds.append(time.perf_counter() - tv)
+                if len(val_seconds) == 1 and not done:
+                    self._eta(tr["seconds"][-(self.iteration - first):], val_seconds)
                 self.log["validation"].append(v)
                 best = self.log["best"]
                 if best is None or self._score(v) < self._score(best):
@@ -567,11 +632,23 @@ class _Prefetcher:
         _PREFETCH_TRAINER = None
 
 
+_ETA_AFTER = 10
+"""Iterations timed before the first ETA is printed."""
+
+
+def _hms(seconds: float) -> str:
+    if not np.isfinite(seconds):
+        return "?"
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
 _HEAD_CHANNELS = {"affinity": 3, "long_range": 9, "myelin": 1, "vessel": 1, "semantic": 5}
 
 
-def _segmentation_scores(aff, labels, mask, threshold) -> dict:
-    """Watershed + agglomeration of predicted affinities, scored against ``labels``."""
+def _segmentation_scores(aff, labels, mask, threshold, planar: bool = False) -> dict:
+    """Watershed + agglomeration of predicted affinities, scored against ``labels`` (``planar``:
+    the segmentation is split per section first, as labels drawn section by section are)."""
     from ..evaluate import adapted_rand_error, voi
     from ..segment import AgglomerationParams, agglomerate, region_graph, watershed
 
@@ -579,10 +656,23 @@ def _segmentation_scores(aff, labels, mask, threshold) -> dict:
     sv = watershed(aff)
     hist = agglomerate(region_graph(sv, aff), AgglomerationParams())
     seg = hist.segmentation(sv, threshold)
+    if planar:
+        seg = split_per_section(seg)
     gt = np.where(mask != 0, labels, 0).astype(np.uint64)
     err, _, _ = adapted_rand_error(seg, gt)
     vs, vm = voi(seg, gt)
     return {"arand": float(err), "voi_split": float(vs), "voi_merge": float(vm)}
+
+
+def split_per_section(seg) -> np.ndarray:
+    """(z, y, x) segmentation with every segment split per section: id ``s`` in section ``z``
+    becomes ``s * nz + z + 1`` (0 stays 0), so no segment spans two sections (ISBI 2012-style 2D
+    scoring of a 3D segmentation)."""
+    seg = np.asarray(seg)
+    nz = seg.shape[0]
+    z = np.arange(nz, dtype=np.uint64).reshape(nz, 1, 1)
+    out = seg.astype(np.uint64) * np.uint64(nz) + z + np.uint64(1)
+    return np.where(seg == 0, np.uint64(0), out)
 
 
 def _mean_iou(prob, semantic, mask) -> float:
@@ -600,6 +690,85 @@ def _mean_iou(prob, semantic, mask) -> float:
         if u:
             ious.append(np.count_nonzero(p & g) / u)
     return float(np.mean(ious))
+
+
+def _adapt_config(start_cfg, resolution, cfg: TrainConfig, name: str):
+    """The configuration of a net initialised from weights trained at another resolution: same
+    widths, heads and output layers (every weight keeps its shape), down-sampling factors,
+    long-range offsets and patch derived for ``resolution`` (or taken from ``cfg``). Returns
+    (NetConfig, note)."""
+    from ..nets import NetConfig
+
+    try:
+        new = NetConfig(in_channels=start_cfg.in_channels, widths=start_cfg.widths, downsample=cfg.downsample,
+                        heads=start_cfg.heads, patch_size=cfg.patch_size, resolution=tuple(float(r) for r in resolution),
+                        output_1x1=start_cfg.output_1x1)
+    except InputError as e:
+        raise InputError(f"--init {name}: its weights (trained at {tuple(start_cfg.resolution)} nm) cannot be "
+                         f"adapted to data at {tuple(resolution)} nm: {e}") from None
+    note = (f"weights of {name} (trained at {'x'.join(f'{r:g}' for r in start_cfg.resolution)} nm, down-sampling "
+            f"{[list(f) for f in start_cfg.downsample]}) adapted to {'x'.join(f'{float(r):g}' for r in resolution)} nm: "
+            f"down-sampling {[list(f) for f in new.downsample]}, long-range offsets {[list(o) for o in new.offsets]}, "
+            f"patch {list(new.patch_size)}; every weight keeps its shape")
+    return new, note
+
+
+def adapted_model(init, resolution, *, downsample=None, patch_size=None):
+    """The net ``--init init`` starts from on data at ``resolution`` (z, y, x nm), before any
+    training: the checkpoint's weights (a family name picks the shipped model nearest
+    ``resolution``), adapted as :class:`TrainConfig`.init describes when the resolutions differ.
+    Returns ``(RSUNet, note)``: what was chosen and adapted (None when neither).
+
+    This is the "before" of a fine-tuning run: score it to see what fine-tuning gained.
+    """
+    from ..nets import RSUNet, load_model
+
+    ref, chosen = _resolve_init(init, resolution)
+    start = load_model(ref)
+    if tuple(start.config.resolution) == tuple(float(r) for r in resolution):
+        return start, chosen
+    probe = TrainConfig(data=("unused",), downsample=downsample, patch_size=patch_size)
+    cfg, note = _adapt_config(start.config, resolution, probe, str(ref))
+    note = "; ".join(n for n in (chosen, note) if n)
+    model = RSUNet(cfg)
+    model.load_state_dict(start.state_dict())
+    model.extra = {"adapted_from": str(ref), "note": note}
+    return model.eval(), note
+
+
+def _resolve_init(init, resolution) -> tuple[str, str | None]:
+    """A family name ("boundary", "semantic") that is not a path → the shipped model of that family
+    (``<family>``, ``<family>_*``) trained nearest ``resolution`` (smallest sum over z, y, x of
+    |log(data nm / net nm)|), as ``emkit infer`` chooses; anything else as given. Returns
+    (reference, note or None)."""
+    import math
+
+    from ..nets import checkpoint
+
+    s = str(init)
+    if s not in ("boundary", "semantic") or Path(s).exists() or not hasattr(checkpoint, "shipped_models"):
+        return s, None
+    models = checkpoint.shipped_models(s)
+    if len(models) < 2:
+        return s, None
+    dist = {n: sum(abs(math.log(float(a) / float(b))) for a, b in zip(resolution, f["resolution"]))
+            for n, f in models.items()}
+    best = min(models, key=lambda n: (dist[n], n))
+    res = "x".join(f"{float(r):g}" for r in resolution)
+    return best, (f"--init {s}: shipped {best} (trained at {'x'.join(f'{r:g}' for r in models[best]['resolution'])} nm), "
+                  f"the nearest to the data's {res} nm of {sorted(models)}")
+
+
+def _label_probe(vol, max_shape=(64, 256, 256)) -> np.ndarray:
+    """The labels of ``vol`` (in memory), or of a central crop of at most ``max_shape`` voxels."""
+    from ..geometry import Bbox
+
+    if "labels" in vol.arrays:
+        return vol.arrays["labels"]
+    size = tuple(vol.size)
+    shape = tuple(min(s, m) for s, m in zip(size, max_shape))
+    start = tuple((s - k) // 2 for s, k in zip(size, shape))
+    return vol.read("labels", Bbox(start, tuple(a + k for a, k in zip(start, shape))))
 
 
 def train(config: TrainConfig, *, resume: bool = False, command: str | None = None) -> TrainResult:

@@ -53,7 +53,7 @@ from ..errors import InputError
 from ..geometry import Bbox
 from ..io import Layer, join_url, layer_exists, normalize_url
 
-__all__ = ["Volume", "open_dataset", "PatchSampler", "LEARNED_DEFECTS", "split_region"]
+__all__ = ["Volume", "open_dataset", "crop_dataset", "PatchSampler", "LEARNED_DEFECTS", "split_region"]
 
 LEARNED_DEFECTS = ("missing", "partial_missing", "blur", "slip", "step", "lost", "thick")
 """Defect masks that do not exclude the loss by default (the net learns to see through them)."""
@@ -164,11 +164,10 @@ def open_dataset(url, *, need=("labels",), in_memory: bool | None = None) -> Vol
     img = layers["image"]
     if img.num_channels != 1:
         raise InputError(f"{img.url}: image must have one channel, got {img.num_channels}")
-    for k, lay in layers.items():
-        if lay.size != img.size or tuple(lay.resolution) != tuple(img.resolution) or lay.voxel_offset != img.voxel_offset:
-            raise InputError(f"layer {lay.url} (size {lay.size}, resolution {lay.resolution}, offset {lay.voxel_offset}) "
-                             f"does not match {img.url} (size {img.size}, resolution {img.resolution}, "
-                             f"offset {img.voxel_offset}); all layers of a dataset must share them (z, y, x)")
+    from ..io import check_same_grid
+
+    check_same_grid(img, *(lay for k, lay in layers.items() if k != "image"),
+                    what=f"layer of dataset {url} (all its layers must share the image's grid):")
     vol = Volume(url=url, resolution=tuple(float(r) for r in img.resolution), size=tuple(img.size), layers=layers)
     nvox = int(np.prod(vol.size))
     disp = _phantom_displacement(url, vol.size)
@@ -184,6 +183,53 @@ def open_dataset(url, *, need=("labels",), in_memory: bool | None = None) -> Vol
             vol.arrays[k] = a
     vol.displacement = disp
     return vol
+
+
+_LAYER_PATHS = {"image": "image", "labels": "gt/segmentation", "semantic": "gt/semantic", "myelin": "gt/myelin"}
+
+
+def crop_dataset(src, dest, start, stop, *, overwrite: bool = False) -> str:
+    """Copy the box ``[start, stop)`` of a dataset folder into a new dataset folder.
+
+    Use it to split your annotated volume into a part to train on and a part to score on.
+
+    Parameters
+    ----------
+    src : dataset folder (path or URL; see the module docstring).
+    dest : new dataset folder; its layers must not exist unless ``overwrite``.
+    start, stop : (z, y, x) voxels counted from the dataset's first voxel (the voxel offset is not
+        added); half-open, inside the volume.
+    overwrite : replace existing layers at ``dest``.
+
+    Returns
+    -------
+    The URL of ``dest``. Every layer (image, gt/segmentation, gt/semantic, gt/myelin, masks/<name>)
+    is copied with its kind and resolution; the copy starts at voxel offset 0. A phantom's ground
+    truth is copied in the image's frame (as the sampler sees it), without its displacement field.
+    """
+    from ..errors import LayerExistsError
+    from ..geometry import as_vec3
+
+    vol = open_dataset(src, need=())
+    start = as_vec3(start, "start", positive=False)
+    stop = as_vec3(stop, "stop", positive=True)
+    if any(a < 0 or b > s or a >= b for a, b, s in zip(start, stop, vol.size)):
+        raise InputError(f"crop {start}..{stop} (z, y, x) must be a non-empty box inside the dataset {vol.url} of size "
+                         f"{vol.size}")
+    dest = normalize_url(dest)
+    box = Bbox(start, stop)
+    rel = {k: _LAYER_PATHS.get(k) or "masks/" + k.split(":", 1)[1] for k in vol.layers}
+    if not overwrite:
+        for r in rel.values():
+            if layer_exists(join_url(dest, *r.split("/"))):
+                raise LayerExistsError(f"{join_url(dest, *r.split('/'))} already exists; choose another folder or "
+                                       "pass overwrite=True")
+    for k, lay in vol.layers.items():
+        a = vol.read(k, box)
+        out = Layer.create(join_url(dest, *rel[k].split("/")), lay.kind.name, box.shape, resolution=vol.resolution,
+                           overwrite=overwrite)
+        out.write(a)
+    return dest
 
 
 def split_region(size, patch_size, fraction: float = 0.2) -> tuple[Bbox, Bbox] | None:

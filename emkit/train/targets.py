@@ -7,7 +7,10 @@ Conventions: affinity channels as in :mod:`emkit.affinity` (offset o links v and
 ``voxel_mask`` (z, y, x) is 1 where the voxel may count (0: masked out, e.g. ``masks/<name>``).
 Unlabelled voxels (label 0) are either ignored (``background="ignore"``, default: sparse or
 partial annotation, vessel lumen of the phantom) or taken as boundary (``"boundary"``: every
-edge touching label 0 has target 0 and counts).
+edge touching label 0 has target 0 and counts). ``"auto"`` (:func:`resolve_background`) picks
+"boundary" when label 0 is a thin layer that separates the bodies everywhere (no two bodies touch,
+as in FlyEM's FIB-SEM ground truth, where membranes are labelled 0) — there "ignore" would drop
+every edge between two bodies and leave the net nothing to learn — and "ignore" otherwise.
 """
 from __future__ import annotations
 
@@ -16,7 +19,8 @@ import numpy as np
 from ..affinity import NN_OFFSETS, affinities_from_labels
 from ..errors import InputError
 
-__all__ = ["affinity_targets", "binary_target", "vessel_wall_target", "semantic_targets", "make_targets",
+__all__ = ["affinity_targets", "binary_target", "zero_separates_labels", "resolve_background", "vessel_wall_target",
+           "semantic_targets", "make_targets",
            "N_SEMANTIC", "VESSEL_CLASS"]
 
 N_SEMANTIC = 5
@@ -33,7 +37,49 @@ def _voxel_valid(shape, voxel_mask):
     return m.astype(bool)
 
 
-def affinity_targets(labels, offsets=NN_OFFSETS, voxel_mask=None, background: str = "ignore"):
+def zero_separates_labels(labels, axes=(0, 1, 2)) -> bool:
+    """True when label 0 separates the bodies everywhere: at least two bodies, some voxels of
+    label 0, and no two different non-zero labels face-adjacent along ``axes`` (default z, y and
+    x; (1, 2) for labels drawn section by section).
+
+    Ground truth drawn this way (membranes labelled 0 between the bodies) needs
+    ``background="boundary"``: with "ignore" every edge between two bodies touches label 0 and
+    would be dropped from the loss.
+    """
+    lab = np.asarray(labels)
+    if lab.ndim != 3:
+        raise InputError(f"labels must be a (z, y, x) array, got shape {lab.shape}")
+    if not (lab == 0).any():
+        return False
+    nz = lab[lab != 0]
+    if nz.size == 0 or (nz == nz.flat[0]).all():
+        return False
+    for ax in axes:
+        a = np.moveaxis(lab, ax, 0)
+        u, v = a[1:], a[:-1]
+        if np.any((u != v) & (u != 0) & (v != 0)):
+            return False
+    return True
+
+
+def resolve_background(background: str, label_arrays, axes=(0, 1, 2)) -> str:
+    """``"ignore"`` or ``"boundary"`` for the setting ``background`` (``"auto"``: "boundary" when
+    :func:`zero_separates_labels` (along ``axes``) holds for every array of ``label_arrays`` that
+    has two bodies, and for at least one; else "ignore")."""
+    if background in ("ignore", "boundary"):
+        return background
+    if background != "auto":
+        raise InputError(f"background must be 'auto', 'ignore' or 'boundary', got {background!r}")
+    verdicts = []
+    for lab in label_arrays:
+        lab = np.asarray(lab)
+        if len(np.unique(lab[lab != 0])) < 2:
+            continue
+        verdicts.append(zero_separates_labels(lab, axes))
+    return "boundary" if verdicts and all(verdicts) else "ignore"
+
+
+def affinity_targets(labels, offsets=NN_OFFSETS, voxel_mask=None, background: str = "ignore", planar: bool = False):
     """Affinity targets of a label patch and where they are valid.
 
     Parameters
@@ -42,6 +88,9 @@ def affinity_targets(labels, offsets=NN_OFFSETS, voxel_mask=None, background: st
     offsets : (dz, dy, dx) per channel (default nearest neighbours z, y, x).
     voxel_mask : (z, y, x), optional; edges with an end outside it do not count.
     background : "ignore" (edges touching label 0 do not count) or "boundary" (they count, target 0).
+    planar : the labels were drawn section by section (2D ids, e.g. from per-section membrane
+        masks; nothing says which ids continue across sections): every channel whose offset
+        crosses sections (dz != 0) is not valid anywhere (loss-masked).
 
     Returns
     -------
@@ -57,6 +106,10 @@ def affinity_targets(labels, offsets=NN_OFFSETS, voxel_mask=None, background: st
         ok = ok & (labels != 0)
     # "valid" is an affinity of the indicator: both ends inside the patch and ok
     valid = affinities_from_labels(ok.astype(np.uint8), offsets)
+    if planar:
+        for c, o in enumerate(offsets):
+            if o[0] != 0:
+                valid[c] = 0
     return target, valid
 
 
@@ -93,12 +146,14 @@ def semantic_targets(semantic, voxel_mask=None):
     return t, np.broadcast_to(v, t.shape).copy()
 
 
-def make_targets(sample: dict, config, background: str = "ignore") -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def make_targets(sample: dict, config, background: str = "ignore",
+                 planar: bool = False) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """``{head name: (target, valid)}`` for every head of ``config`` (a NetConfig).
 
     ``sample`` holds (z, y, x) arrays: ``labels`` (needed by affinity, long_range, vessel),
     ``semantic`` (semantic, vessel), ``myelin`` (myelin), optional ``mask`` (1 = voxel counts).
     A head whose ground truth is missing from the sample raises InputError naming it.
+    ``background`` and ``planar``: see :func:`affinity_targets`.
     """
     vm = sample.get("mask")
     out = {}
@@ -111,9 +166,9 @@ def make_targets(sample: dict, config, background: str = "ignore") -> dict[str, 
 
     for h in config.heads:
         if h.kind == "affinity":
-            out[h.name] = affinity_targets(need("labels", h), NN_OFFSETS, vm, background)
+            out[h.name] = affinity_targets(need("labels", h), NN_OFFSETS, vm, background, planar)
         elif h.kind == "long_range":
-            out[h.name] = affinity_targets(need("labels", h), config.offsets, vm, background)
+            out[h.name] = affinity_targets(need("labels", h), config.offsets, vm, background, planar)
         elif h.kind == "myelin":
             out[h.name] = binary_target(need("myelin", h), vm)
         elif h.kind == "vessel":

@@ -83,7 +83,31 @@ cells = [
          "tuner.set_threshold(best['threshold'])\n"
          "result = evaluate(tuner.segmentation(), ph.segmentation, k=5)\n"
          "pd.DataFrame(result['worst_splits']), pd.DataFrame(result['worst_merges'])"),
-    md("## 6. Look at it in Neuroglancer\n\n"
+    md("## 6. Tune the parameters on an annotated crop\n\n"
+       "The threshold is not the only choice: the watershed's parameters matter too, and the right values "
+       "depend on the affinities (a real pixel classifier's boundary map, saturated at exactly 0 and 1, wants "
+       "other values than a net's graded affinities — `benchmarks/RESULTS.md`). With ground truth for part of "
+       "your data, `emkit.segment.tune` searches them (a small coordinate search; every cut of each merge "
+       "history is scored from one table) and returns the best parameters, the cut and the score table. Tune on "
+       "one part, check on another: here the first half of the sections, then the second. "
+       "`emkit tune AFFINITIES GT --out tuned.json` does the same on layers, and "
+       "`emkit segment AFFINITIES OUT --params tuned.json` uses the file."),
+    code("from emkit.segment import segment\n"
+         "from emkit.segment.tune import tune, save_params\n"
+         "half = SIZE[0] // 2\n"
+         "tuned = tune(aff[:, :half], ph.segmentation[:half])\n"
+         "save_params(f'{out_dir}/tuned.json', tuned.to_dict(), overwrite=True)\n"
+         "held_out = {}\n"
+         "for name, (wp, ap, t) in {'defaults': (WatershedParams(), AgglomerationParams(constraints=False), 0.5),\n"
+         "                          'tuned': (tuned.watershed, tuned.agglomeration, tuned.threshold)}.items():\n"
+         "    seg, _, _ = segment(aff[:, half:], threshold=t, watershed_params=wp, agglomeration_params=ap)\n"
+         "    held_out[name] = {'threshold': t, **{k: evaluate(seg, ph.segmentation[half:])[k] for k in ('arand', 'voi_split', 'voi_merge')}}\n"
+         "print('tuned on the first half:', tuned.watershed, 'threshold', tuned.threshold)\n"
+         "pd.DataFrame(held_out).T.round(4)"),
+    md("The search's table (one row per parameter set tried, scored on the half it was tuned on):"),
+    code("pd.DataFrame([{**r['watershed'], **r['agglomeration'], 'threshold': r['threshold'], 'arand': r['arand'],\n"
+         "               'supervoxels': r['supervoxels']} for r in tuned.table]).round(4).head(12)"),
+    md("## 7. Look at it in Neuroglancer\n\n"
        "One call writes the cut as a segmentation layer beside the image and the ground truth, serves them "
        "on 127.0.0.1 and returns the viewer (`emkit evaluate SEG GT` scores such layers from the command line)."),
     code("if SERVE:\n"

@@ -87,6 +87,42 @@ class ThresholdTuner:
         self._widget = None
         self._controls: dict = {}
 
+    @classmethod
+    def from_affinities(cls, image, affinities, gt=None, *, params=None, semantic=None, **kwargs) -> "ThresholdTuner":
+        """Segment ``affinities`` and tune the cut of the result.
+
+        Parameters
+        ----------
+        image : (z, y, x) uint8 array or image Layer.
+        affinities : (3, z, y, x) float affinities in [0, 1] (channels z, y, x).
+        gt : optional ground truth (as for the constructor).
+        params : the segmentation parameters: a parameter file (path or URL, as ``emkit tune``
+            writes), a :class:`emkit.segment.tune.TuneResult`, a tuple ``(WatershedParams,
+            AgglomerationParams, threshold)``, or None (package defaults, threshold 0.5). The
+            slider starts at the file's / result's threshold unless ``threshold=`` is given.
+        semantic : optional (z, y, x) classes for the semantic constraint.
+        kwargs : passed to the constructor (``z``, ``threshold``, ``alpha``, ``resolution``).
+        """
+        from emkit.errors import InputError
+        from emkit.segment import AgglomerationParams, WatershedParams, agglomerate, region_graph, watershed
+        from emkit.segment.tune import TuneResult, load_params
+
+        if params is None:
+            wp, ap, t = WatershedParams(), AgglomerationParams(), 0.5
+        elif isinstance(params, TuneResult):
+            wp, ap, t = params.watershed, params.agglomeration, params.threshold
+        elif isinstance(params, tuple) and len(params) == 3:
+            wp, ap, t = params
+        elif isinstance(params, (str, os.PathLike)):
+            wp, ap, t = load_params(params)
+        else:
+            raise InputError("params must be a parameter file, a TuneResult or (WatershedParams, "
+                             f"AgglomerationParams, threshold), got {type(params).__name__}")
+        sv = watershed(affinities, wp)
+        history = agglomerate(region_graph(sv, affinities, semantic=semantic), ap)
+        kwargs.setdefault("threshold", float(t))
+        return cls(image, sv, history, gt, **kwargs)
+
     # the plain functions the widget calls -------------------------------------------------------
     def section(self, threshold: float | None = None, z: int | None = None) -> np.ndarray:
         """Object ids (y, x, uint64) of section ``z`` cut at ``threshold`` (defaults: current)."""

@@ -171,6 +171,12 @@ PRESETS = {
     # that list, so the slip type is that of Lee et al. 2017 (target slipped too).
     "semantic": AugmentParams(warp=0.0, out_of_focus=0.0, lost_section=0.0, lost_missing=0.0, d_max=(5, 15, 25),
                               slip_target=True, misalignment=0.4, missing_section=0.3, misalignment_missing=0.1),
+    # Isotropic FIB-SEM (ours; the paper's data was ssTEM): the volume is milled, not cut into sections,
+    # so the section defects of ssTEM (lost sections, large misalignments) are rare; keep flips, intensity,
+    # warps and mild section-wise blur / misalignment / missing slices (d_max 2/4/8 voxels).
+    "isotropic": AugmentParams(out_of_focus=0.1, blur_max_sections=2, misalignment=0.1, d_max=(2, 4, 8),
+                               missing_section=0.05, missing_max_single=1, misalignment_missing=0.0,
+                               lost_section=0.0, lost_missing=0.0),
     # Nothing but identity (for validation samples and tests).
     "none": AugmentParams(flip_rotate=0.0, brightness_contrast=0.0, warp=0.0, out_of_focus=0.0, misalignment=0.0,
                           missing_section=0.0, misalignment_missing=0.0, lost_section=0.0, lost_missing=0.0),
@@ -178,7 +184,8 @@ PRESETS = {
 
 
 def preset(name: str) -> AugmentParams:
-    """The named preset: ``"boundary"`` (d_max 10/30/50), ``"semantic"`` (5/15/25) or ``"none"``."""
+    """The named preset: ``"boundary"`` (d_max 10/30/50), ``"semantic"`` (5/15/25), ``"isotropic"``
+    (FIB-SEM: no lost sections, d_max 2/4/8) or ``"none"``."""
     try:
         return PRESETS[str(name).lower()]
     except KeyError:
