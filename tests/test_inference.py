@@ -512,3 +512,19 @@ def test_infer_layers_on_a_volume_thinner_than_the_overlap(tmp_path, net, image)
     expect = predict(net, image[:8], resolution=(10, 8, 8), max_downsample=4, progress=False)
     assert rep.factors == (4, 1, 1) and rep.executed == 3
     assert np.abs(Layer.open(tmp_path / "aff").read() - expect).max() < 1e-5
+
+
+def test_shipped_model_judged_at_the_resolution_the_net_will_see(tmp_path, monkeypatch):
+    """50x4.6x4.6 nm is averaged 1x2x2: a net at 50x9.2x9.2 then fits exactly and must win over
+    the 40x8x8 one, although the raw resolution is nearer 40x8x8."""
+    from emkit.inference import choose_model
+
+    d = tmp_path / "models"
+    save(tiny_rsunet(heads=boundary_heads(long_range=True)), d / "boundary.pt", extra={"what": "test, 40x8x8"})
+    sst = RSUNet(NetConfig(widths=(4, 8), heads=boundary_heads(long_range=True), patch_size=(8, 32, 32),
+                           resolution=(50, 9.2, 9.2)))
+    save(sst, d / "boundary_sstem.pt", extra={"what": "test, 50x9.2x9.2"})
+    monkeypatch.setenv("EMKIT_MODELS_DIR", str(d))
+    name, _, note = choose_model("boundary", (50, 4.6, 4.6))
+    assert name == "boundary_sstem", note
+    assert choose_model("boundary", (40, 8, 8))[0] == "boundary"

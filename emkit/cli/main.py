@@ -42,6 +42,9 @@ def main(argv=None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from .faststart import fast_start
+
+    fast_start()  # the one-shot command process only: cheaper imports and exit (see emkit.cli.faststart)
     try:
         rc = args.func(args)
     except EmkitError as exc:

@@ -14,3 +14,6 @@ from emkit.evaluate.semantic import SEMANTIC_CLASS_NAMES, semantic_classes, sema
 
 __all__ = ["Contingency", "contingency", "voi", "adapted_rand_error", "worst_splits", "worst_merges", "evaluate",
            "sweep", "cut_contingency", "best_threshold", "semantic_iou", "semantic_classes", "SEMANTIC_CLASS_NAMES"]
+from emkit.evaluate.synapses import CleftScores, cleft_precision_recall  # noqa: E402
+
+__all__ += ["CleftScores", "cleft_precision_recall"]

@@ -3,8 +3,9 @@
 ``emkit infer boundary IMAGE …`` (and :func:`emkit.inference.infer_layers` with ``"boundary"``)
 picks, among the shipped models of that family — ``boundary`` and ``boundary_*`` in
 ``emkit/models/`` (or ``$EMKIT_MODELS_DIR``) — the one whose training resolution is nearest the
-image's (smallest sum over z, y, x of ``|log(image nm / net nm)|``) among those the resampling
-rule accepts (:func:`emkit.inference.resample.plan_resampling`), and says which. The same holds for
+image's as the net will see it, after the whole-factor averaging (smallest sum over z, y, x of
+``|log(averaged image nm / net nm)|``, then the least averaging) among those the resampling rule
+accepts (:func:`emkit.inference.resample.plan_resampling`), and says which. The same holds for
 ``semantic``. A full shipped name (``boundary_iso``), a checkpoint path or a model object is used
 as given. When no shipped model of the family fits, the error lists them with their resolutions
 and says how to fine-tune one on the user's data.
@@ -74,14 +75,16 @@ def choose_model(family: str, image_resolution, *, tolerance: float = RESOLUTION
         except InputError as exc:
             refused.append((name, facts, str(exc)))
             continue
-        fits.append((_distance(image_resolution, facts["resolution"]), name, facts, plan))
+        # judged at the resolution the net will see (after averaging), then by the least averaging
+        seen = tuple(r * f for r, f in zip(image_resolution, plan.factors))
+        fits.append((_distance(seen, facts["resolution"]), sum(f > 1 for f in plan.factors), name, facts, plan))
     listing = ", ".join(f"{n} {_fmt(f['resolution'])}" for n, f in models.items())
     if not fits:
         raise InputError(f"no shipped {family} model fits {what} at {_fmt(image_resolution)}: the shipped ones are "
                          f"{listing}; averaging by whole factors up to {max_downsample} per axis must bring the "
                          f"image within {tolerance:g}x of a net's resolution on every axis. "
                          + fine_tune_hint(family))
-    fits.sort(key=lambda t: (t[0], t[1]))
-    _, name, facts, plan = fits[0]
+    fits.sort(key=lambda t: t[:3])
+    *_, name, facts, plan = fits[0]
     note = (f"model {family} -> shipped {name}, the nearest to the image's {_fmt(image_resolution)} of: {listing}")
     return name, facts["path"], note
