@@ -228,19 +228,16 @@ def _faces(labels: np.ndarray, key_base: int) -> dict:
 
 
 class _ChunkReader:
-    def __init__(self, url: str):
-        self.url = url
-        self._layer = None
+    """Reads and checks the probability of a box (a :class:`emkit.segment.chunked.LayerSource`)."""
 
-    def __getstate__(self):
-        return {**self.__dict__, "_layer": None}
+    def __init__(self, url: str):
+        from emkit.segment.chunked import LayerSource
+
+        self.url = url
+        self._source = LayerSource(url)
 
     def read(self, bbox: Bbox) -> np.ndarray:
-        if self._layer is None:
-            from emkit.io import Layer
-
-            self._layer = Layer.open(self.url)
-        return _check_prob(self._layer.read(bbox.translate(self._layer.voxel_offset)), f"{self.url} {bbox}")
+        return _check_prob(self._source.read(bbox), f"{self.url} {bbox}")
 
 
 def _chunk_index(start, chunk, grid) -> int:
