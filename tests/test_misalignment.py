@@ -206,3 +206,22 @@ def test_layer_form_follows_the_image_resolution_by_default(tmp_path):
     *_, maps_url = segmentation_masks_layers(str(tmp_path / "img4"), str(tmp_path / "o"), maps=True)
     assert Layer.open(maps_url).resolution[1:] == (4 * 8 * 16, 4 * 8 * 16)
     assert MisalignmentParams.for_resolution(4).downsample == 16
+
+
+def test_masks_command_writes_masks_and_refuses_bad_defects(tmp_path, capsys, damaged):
+    """`emkit masks` writes mask layers with the array form's content; bad --defect values are named."""
+    from emkit.cli.main import main
+    from emkit.io import Layer
+
+    img = damaged[SEEDS[0]]
+    Layer.create(str(tmp_path / "img"), "image", img.shape, chunk_size=(8, 128, 128)).write(img)
+    assert main(["masks", str(tmp_path / "img"), str(tmp_path / "m"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    want_in, want_out = segmentation_masks(img)
+    assert np.array_equal(Layer.open(str(tmp_path / "m" / "mask_in")).read(), want_in)
+    assert np.array_equal(Layer.open(str(tmp_path / "m" / "mask_out")).read(), want_out)
+    assert f"[{SLIP_Z}]" in out and f"[{STEP_Z}]" in out
+    assert main(["masks", str(tmp_path / "img"), str(tmp_path / "m2"), "--defect", "blur=x"]) == 2
+    assert "fold, crack, resin" in capsys.readouterr().err
+    assert main(["masks", str(tmp_path / "img"), str(tmp_path / "m2"), "--defect", "fold"]) == 2
+    assert "KIND=URL" in capsys.readouterr().err

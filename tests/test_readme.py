@@ -43,6 +43,12 @@ def test_tour_runs_as_written(tmp_path_factory):
     assert Layer.open(root / "data" / "sstem" / "image").resolution == (50, 4, 4)
     assert (root / "runs" / "mine" / "best.pt").is_file() and (root / "runs" / "tuned" / "best.pt").is_file()
     assert Layer.open(root / "data" / "ph" / "affinities_mine").kind.name == "affinities"
+    # masks wrote mask layers on the image's grid that infer took
+    ph_img = Layer.open(root / "data" / "ph" / "image")
+    for name in ("mask_in", "mask_out"):
+        m = Layer.open(root / "data" / "ph" / "masks_found" / name)
+        assert m.kind.name == "mask" and (m.size, m.resolution) == (ph_img.size, ph_img.resolution)
+    assert Layer.open(root / "data" / "ph" / "affinities_masked").kind.name == "affinities"
     # tune wrote a parameter file that segment used
     tuned = json.loads((root / "data" / "ph" / "tuned.json").read_text())
     used = json.loads((root / "data" / "ph" / "seg_tuned" / "params.json").read_text())

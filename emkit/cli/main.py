@@ -13,7 +13,7 @@ import sys
 from ..errors import EmkitError
 
 # command modules, in the order they appear in --help
-COMMANDS = ["info", "import_", "export", "phantom", "transfer", "view", "segment", "tune", "evaluate", "train", "infer", "demo"]
+COMMANDS = ["info", "import_", "export", "phantom", "transfer", "view", "segment", "tune", "evaluate", "train", "infer", "masks", "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:
