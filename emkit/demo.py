@@ -3,7 +3,10 @@
 Stages: phantom (image, ground truth, defects) → affinities (the shipped boundary net when it is
 installed; otherwise noisy affinities derived from the ground truth, said so) → optionally the
 shipped semantic net's class probabilities → watershed and constrained mean-affinity agglomeration,
-chunk by chunk → evaluation against the ground truth in the image frame → Neuroglancer. Each stage
+chunk by chunk → evaluation against the ground truth in the image frame → synapses on that
+segmentation (the shipped cleft and partner nets; the phantom's true clefts/partners, labelled
+an oracle, where a net is not installed) scored against the phantom's synapses, with the wiring
+diagram's summary → Neuroglancer. Each stage
 writes layers into the dataset folder; a stage whose output already exists is reused, never
 overwritten, unless ``overwrite``.
 
@@ -21,8 +24,8 @@ from dataclasses import dataclass, field
 
 from .io import join_url, layer_exists
 
-__all__ = ["DemoResult", "run_demo", "dataset_layers", "dataset_affinities", "dataset_semantic", "SEMANTIC_CHOICES",
-           "ORACLE_LABEL", "PROVENANCE_FILE"]
+__all__ = ["DemoResult", "run_demo", "dataset_layers", "dataset_affinities", "dataset_semantic", "dataset_synapses",
+           "SEMANTIC_CHOICES", "ORACLE_LABEL", "PROVENANCE_FILE", "SYNAPSE_DIR"]
 
 #: what the agglomeration's semantic constraint may get: nothing, the semantic net's
 #: probabilities, or (an oracle run, never the default) the phantom's ground-truth classes.
@@ -31,6 +34,8 @@ SEMANTIC_CHOICES = ("none", "net", "oracle")
 ORACLE_LABEL = "oracle: ground-truth semantic labels"
 #: the file in the dataset folder that records what each stage of the demo used.
 PROVENANCE_FILE = "demo.json"
+#: the demo's synapse output folder inside the dataset folder.
+SYNAPSE_DIR = "synapses"
 
 
 @dataclass
@@ -44,6 +49,7 @@ class DemoResult:
     affinity_source: str = ""
     semantic_source: str = ""
     scores: dict | None = None
+    synapses: dict | None = None
 
     @property
     def oracle(self) -> bool:
@@ -122,6 +128,66 @@ def dataset_semantic(out_dir: str, semantic: str = "none", *, model: str = "sema
     return url, f"semantic net ({model}) probabilities ({url})"
 
 
+def dataset_synapses(out_dir: str, seg_url: str | None = None, *, cleft_model: str | None = None,
+                     partner_model: str | None = None, overwrite: bool = False, progress: bool = True) -> dict:
+    """Synapses of a phantom dataset folder's segmentation, scored against its true synapses.
+
+    Runs :func:`emkit.synapse.synapses_layers` on ``OUT_DIR/image`` with ``seg_url`` (default
+    ``OUT_DIR/seg/segmentation``) into ``OUT_DIR/synapses`` (reused when it holds a finished run,
+    unless ``overwrite``). Models: ``cleft_model`` / ``partner_model``, default the shipped
+    ``cleft`` / ``partner`` nets when installed, else the phantom's ground truth
+    (``truth:OUT_DIR``, an oracle, said so in ``sources``).
+
+    Returns
+    -------
+    dict: ``dir``, ``n_synapses``, ``summary`` (wiring diagram: neurons, edges, synapses, …),
+    ``scores`` (:func:`emkit.evaluate.synapse_scores_dirs`: precision, recall, partner accuracy,
+    edges found / missed / spurious, …), ``sources`` ({"cleft": …, "partner": …}), ``oracle``
+    (True when a ground-truth stand-in was used), ``reused``.
+    """
+    import json
+
+    from cloudfiles import CloudFiles
+
+    from .evaluate.synapses import synapse_scores_dirs
+    from .nets import available_models
+    from .synapse.pipeline import synapses_layers
+    from .synapse.table import PROVENANCE_FILE as SYN_PROV
+
+    syn_dir = join_url(out_dir, SYNAPSE_DIR)
+    seg_url = seg_url or join_url(out_dir, "seg/segmentation")
+    have = available_models()
+    truth = f"truth:{out_dir}"
+    cleft_model = cleft_model or ("cleft" if "cleft" in have else truth)
+    partner_model = partner_model or ("partner" if "partner" in have else truth)
+    raw = None if overwrite else CloudFiles(syn_dir).get(SYN_PROV)
+    reused = raw is not None
+    if reused:
+        prov = json.loads(raw)
+        cleft_model = prov["models"]["cleft"]["model"]
+        partner_model = prov["models"]["partner"]["model"]
+        summary = prov.get("summary") or {}
+        n = int(prov.get("n_synapses", summary.get("synapses", 0)))
+    else:
+        rep = synapses_layers(join_url(out_dir, "image"), seg_url, syn_dir, cleft_model=cleft_model,
+                              partner_model=partner_model, workers=0, overwrite=overwrite, progress=progress,
+                              command="emkit demo")
+        summary, n = rep["summary"], rep["n_synapses"]
+
+    def source(ref, what):
+        return (f"{ORACLE_NOTE[what]} ({ref})" if str(ref).startswith("truth:") else f"{what} net ({ref})")
+
+    sources = {"cleft": source(cleft_model, "cleft"), "partner": source(partner_model, "partner")}
+    scores = synapse_scores_dirs(syn_dir, out_dir)
+    return {"dir": syn_dir, "n_synapses": n, "summary": summary, "scores": scores, "sources": sources,
+            "oracle": any(str(m).startswith("truth:") for m in (cleft_model, partner_model)), "reused": reused}
+
+
+#: how a ground-truth stand-in for a synapse net is labelled.
+ORACLE_NOTE = {"cleft": "oracle: the phantom's true clefts, no cleft net installed",
+               "partner": "oracle: the phantom's true partners, no partner net installed"}
+
+
 def _read_provenance(out_dir: str) -> dict:
     import json
 
@@ -140,8 +206,9 @@ def _write_provenance(out_dir: str, record: dict) -> None:
 
 def run_demo(out_dir: str, *, size=(64, 256, 256), seed: int = 0, defects="default", model: str | None = None,
              semantic: str = "none", semantic_model: str = "semantic", threshold: float = 0.5, workers: int = 0,
+             synapses: bool = True, cleft_model: str | None = None, partner_model: str | None = None,
              overwrite: bool = False, progress: bool = True) -> DemoResult:
-    """Run phantom → affinities → segmentation → evaluation into ``out_dir``.
+    """Run phantom → affinities → segmentation → evaluation → synapses into ``out_dir``.
 
     Parameters
     ----------
@@ -157,6 +224,10 @@ def run_demo(out_dir: str, *, size=(64, 256, 256), seed: int = 0, defects="defau
     semantic_model : semantic model name or checkpoint for ``semantic="net"``.
     threshold : agglomeration threshold of the written segmentation (mean affinity).
     workers : dask workers for segmentation (0: in this process).
+    synapses : find synapses on the segmentation (:func:`dataset_synapses`, into
+        ``OUT_DIR/synapses``) and score them against the phantom's.
+    cleft_model, partner_model : synapse nets (default: the shipped ``cleft`` / ``partner`` when
+        installed, else the phantom's ground truth, labelled an oracle).
     overwrite : recompute every stage even if its outputs exist.
 
     Raises
@@ -228,5 +299,13 @@ def run_demo(out_dir: str, *, size=(64, 256, 256), seed: int = 0, defects="defau
     check_same_grid(seg_layer, gt_layer, what="ground truth")
     res.scores = evaluate(seg_layer.read(), gt_layer.read(), k=5)
     res.timings["evaluation"] = time.perf_counter() - t
+    if synapses:
+        t = time.perf_counter()
+        res.synapses = dataset_synapses(out_dir, seg_layer.url, cleft_model=cleft_model, partner_model=partner_model,
+                                        overwrite=overwrite or "segmentation" in res.timings, progress=progress)
+        if res.synapses["reused"]:
+            res.reused.append("synapses")
+        else:
+            res.timings["synapses"] = time.perf_counter() - t
     res.layers = dataset_layers(out_dir)
     return res

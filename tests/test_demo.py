@@ -14,21 +14,23 @@ from emkit.io import Layer
 
 def test_demo_runs_pipeline_and_reuses(tmp_path, capsys):
     out2 = tmp_path / "demo2"
-    assert main(["demo", str(out2), "--size", "12,128,128", "--seed", "3", "--serve", "no"]) == 0
+    assert main(["demo", str(out2), "--size", "12,128,128", "--seed", "3", "--serve", "no", "--no-synapses"]) == 0
     text = capsys.readouterr().out
     assert "Neuroglancer: http://127.0.0.1:" in text and "adapted Rand error" in text
     assert "semantic input: none" in text and "oracle" not in text
+    assert "synapses: " not in text and not (out2 / "synapses").exists()  # asked not to
     img = Layer.open(out2 / "image")
     seg = Layer.open(out2 / "seg/segmentation")
     assert img.size == seg.size == (12, 128, 128)
     assert len(set(seg.read().ravel().tolist())) > 5
     before = (out2 / "seg/segmentation/info").stat().st_mtime_ns
-    assert main(["demo", str(out2), "--size", "12,128,128", "--serve", "no"]) == 0
+    assert main(["demo", str(out2), "--size", "12,128,128", "--serve", "no", "--no-synapses"]) == 0
     text = capsys.readouterr().out
     assert "reused from" in text and "semantic input: none" in text
     assert (out2 / "seg/segmentation/info").stat().st_mtime_ns == before
     # the recorded segmentation had no semantic input: asking for another one is refused, not mislabelled
-    assert main(["demo", str(out2), "--size", "12,128,128", "--serve", "no", "--semantic", "oracle"]) != 0
+    assert main(["demo", str(out2), "--size", "12,128,128", "--serve", "no", "--semantic", "oracle",
+                 "--no-synapses"]) != 0
     err = capsys.readouterr().err
     assert "semantic input 'none'" in err and "not 'oracle'" in err and "--overwrite" in err
     assert (out2 / "seg/segmentation/info").stat().st_mtime_ns == before
@@ -39,7 +41,7 @@ def test_demo_scores_and_link(tmp_path):
     from emkit.evaluate import evaluate
     from emkit.view import serve
 
-    res = run_demo(str(tmp_path / "d"), size=(12, 128, 128), seed=3, defects="none", progress=False)
+    res = run_demo(str(tmp_path / "d"), size=(12, 128, 128), seed=3, defects="none", synapses=False, progress=False)
     assert {"image", "affinities", "seg/segmentation", "gt/image_frame/segmentation"} <= set(res.layers)
     aff = Layer.open(res.layers["affinities"])
     assert aff.kind.name == "affinities" and 0.05 < float(aff.read().mean()) < 0.99
@@ -67,7 +69,7 @@ def test_demo_default_never_reads_semantic_ground_truth(tmp_path):
 
     d = tmp_path / "d"
     _phantom_without_semantic_gt(d)
-    res = run_demo(str(d), size=(12, 128, 128), seed=3, progress=False)
+    res = run_demo(str(d), size=(12, 128, 128), seed=3, synapses=False, progress=False)
     assert res.reused == ["phantom"] and res.semantic_source == "none" and not res.oracle
     prov = json.loads((d / "demo.json").read_text())
     assert prov["semantic"] == "none" and prov["semantic_url"] is None
@@ -75,7 +77,7 @@ def test_demo_default_never_reads_semantic_ground_truth(tmp_path):
     # the oracle must be asked for, and then it needs the ground-truth layer (named in the error)
     shutil.rmtree(d / "seg")
     with pytest.raises(InputError, match="gt/image_frame/semantic"):
-        run_demo(str(d), size=(12, 128, 128), seed=3, semantic="oracle", progress=False)
+        run_demo(str(d), size=(12, 128, 128), seed=3, semantic="oracle", synapses=False, progress=False)
 
 
 def test_demo_semantic_net_feeds_its_probabilities(tmp_path):
@@ -86,7 +88,7 @@ def test_demo_semantic_net_feeds_its_probabilities(tmp_path):
         pytest.fail("the shipped semantic net is part of the package (emkit/models/semantic.pt)")
     d = tmp_path / "d"
     _phantom_without_semantic_gt(d)
-    res = run_demo(str(d), size=(12, 128, 128), seed=3, semantic="net", progress=False)
+    res = run_demo(str(d), size=(12, 128, 128), seed=3, semantic="net", synapses=False, progress=False)
     assert res.semantic_source.startswith("semantic net (semantic)") and not res.oracle
     prob = Layer.open(d / "semantic")
     assert prob.num_channels == 5 and prob.size == (12, 128, 128)
@@ -103,9 +105,40 @@ def test_demo_semantic_net_feeds_its_probabilities(tmp_path):
 def test_demo_oracle_is_labelled(tmp_path, capsys):
     out = tmp_path / "o"
     assert main(["demo", str(out), "--size", "12,128,128", "--seed", "3", "--defects", "none", "--serve", "no",
-                 "--semantic", "oracle"]) == 0
+                 "--semantic", "oracle", "--no-synapses"]) == 0
     text = capsys.readouterr().out
     assert "semantic input: oracle: ground-truth semantic labels" in text
     assert "[oracle: ground-truth semantic labels; not the pipeline's score]: adapted Rand error" in text
     prov = json.loads((out / "demo.json").read_text())
     assert prov["semantic"] == "oracle" and prov["semantic_url"].endswith("gt/image_frame/semantic")
+
+
+def test_demo_ends_with_synapses_and_connectivity(tmp_path, capsys):
+    """The demo's last numbers: synapses found on its segmentation, scored against the phantom's,
+    and the wiring diagram's summary, next to the segmentation scores."""
+    import pandas as pd
+
+    from emkit.evaluate import synapse_scores_dirs
+    from emkit.nets import available_models
+
+    out = tmp_path / "s"
+    assert main(["demo", str(out), "--size", "12,192,192", "--seed", "3", "--serve", "no"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    at = {key: next(i for i, ln in enumerate(lines) if ln.startswith(key))
+          for key in ("segmentation vs ground truth", "clefts: ", "partners: ", "synapses: ", "connectivity: ")}
+    assert at["segmentation vs ground truth"] < at["synapses: "] < at["connectivity: "]
+    table = pd.read_parquet(out / "synapses" / "synapses.parquet")
+    syn, conn = lines[at["synapses: "]], lines[at["connectivity: "]]
+    assert syn.startswith(f"synapses: {len(table)} found") and "vs the phantom's 1:" in syn
+    s = synapse_scores_dirs(out / "synapses", out)
+    assert f"precision {s['precision']:.3f}, recall {s['recall']:.3f}" in syn
+    assert f"{s['edges_found']} found, {s['edges_missed']} missed, {s['edges_spurious']} spurious" in conn
+    assert f"{len(table)} synapses" in conn
+    for what in ("cleft", "partner"):  # a missing net is replaced by the truth, and said so
+        line = lines[at[f"{what}s: "]]
+        assert line.startswith(f"{what}s: {what} net") if what in available_models() else "oracle" in line
+    if "cleft" not in available_models() or "partner" not in available_models():
+        assert "[oracle" in syn
+    assert main(["demo", str(out), "--size", "12,192,192", "--seed", "3", "--serve", "no"]) == 0
+    text = capsys.readouterr().out
+    assert "synapses" in text.split("reused from")[1].splitlines()[0] and f"synapses: {len(table)} found" in text

@@ -17,8 +17,8 @@ OVERRIDES = {
     "01_phantom_and_defects.ipynb": "SIZE = (16, 128, 128)\nSEED = 2\nDEFECTS = 'default'\n",
 }
 # notebooks with their own test module (it runs them and checks their outputs)
-OWN_TEST = {"03_boundary_detection.ipynb", "04_semantic_labels.ipynb", "05_segmentation.ipynb",
-            "06_finetune_your_data.ipynb"}
+OWN_TEST = {"02_defects_and_masks.ipynb", "03_boundary_detection.ipynb", "04_semantic_labels.ipynb", "05_segmentation.ipynb",
+            "06_synapses.ipynb", "10_finetune_your_data.ipynb"}
 
 
 def test_every_notebook_has_overrides():

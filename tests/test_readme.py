@@ -53,9 +53,23 @@ def test_tour_runs_as_written(tmp_path_factory):
     tuned = json.loads((root / "data" / "ph" / "tuned.json").read_text())
     used = json.loads((root / "data" / "ph" / "seg_tuned" / "params.json").read_text())
     assert used["watershed"] == tuned["watershed"] and used["threshold"] == tuned["threshold"]
+    # synapses: found on the segmentation, on the image's grid, with a table, edge list and provenance
+    syn = root / "data" / "ph" / "synapses"
+    clefts = Layer.open(syn / "clefts")
+    assert (clefts.size, clefts.resolution) == (ph_img.size, ph_img.resolution)
+    import pandas as pd
+
+    table, edges = pd.read_parquet(syn / "synapses.parquet"), pd.read_parquet(syn / "edges.parquet")
+    assert int(edges["synapse_count"].sum()) == len(table)
+    prov = json.loads((syn / "synapses.json").read_text())
+    assert prov["layers"]["segmentation"].endswith("data/ph/seg/segmentation") and prov["command"].startswith(
+        "emkit synapses")
+    (scored,) = [r for r in records if r["line"].startswith("emkit evaluate --synapses")]
+    out = json.loads(scored["output"][scored["output"].index("{"):])
+    assert out["n_pred"] == len(table) and {"precision", "recall", "partner_accuracy", "edges_found"} <= set(out)
     # the view lines printed a link and stopped on Ctrl-C
     views = [r for r in records if r["line"].startswith("emkit view")]
-    assert len(views) == 2 and all("http" in r["output"] for r in views)
+    assert len(views) == 3 and all("http" in r["output"] for r in views)
 
 
 def test_readme_python_snippet_runs(tmp_path):

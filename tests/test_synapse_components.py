@@ -39,7 +39,7 @@ def _assert_same(res, lab, tab):
 
 def test_params_defaults_and_errors():
     p = CleftParams()
-    assert (p.threshold, p.min_size_voxels, p.connectivity) == (0.5, None, 26)
+    assert (p.threshold, p.threshold_value, p.min_size_voxels, p.connectivity) == (None, 0.5, None, 26)
     assert p.min_size((40, 8, 8)) == 40 == min_size_for((40, 8, 8))
     assert min_size_for((20, 4, 4)) == 320 and min_size_for((80, 16, 16)) == 5
     for kw, field in [({"threshold": 1.5}, "threshold"), ({"threshold": "x"}, "threshold"),

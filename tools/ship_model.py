@@ -41,6 +41,9 @@ def main(argv=None) -> int:
     ap.add_argument("--note", help="anything else a reader of the provenance must know")
     ap.add_argument("--heldout-eval", type=Path, help="scores on held-out real data (benchmarks/results/…), stored "
                                                       "as heldout_evaluation")
+    ap.add_argument("--checkpoint", choices=("best", "last"), default="best",
+                    help="which checkpoint of the run to ship (default best.pt; 'last': last.pt, without its optimizer "
+                         "state — say why in --note)")
     ap.add_argument("--overwrite", action="store_true")
     args = ap.parse_args(argv)
     log = json.loads((args.run_dir / "log.json").read_text())
@@ -57,7 +60,9 @@ def main(argv=None) -> int:
                           f"(validation); {log['augment']} augmentations") if cfg.get("preset") == "phantom"
         else {"data": cfg["data"], "val_data": cfg["val_data"]},
         "iterations_run": int(log["train"]["iteration"][-1]) if log["train"].get("iteration") else 0,
-        "best_iteration": log["best"]["iteration"], "seconds_per_iteration_median": log.get("seconds_per_iteration"),
+        "best_iteration": log["best"]["iteration"], "seconds_per_iteration_median": log.get("seconds_per_iteration") or (
+            round(float(sorted(log["train"]["seconds"])[len(log["train"]["seconds"]) // 2]), 4)
+            if log["train"].get("seconds") else None),
         "validation": log["validation"], "validation_best": log["best"],
         "device": log["device"], "machine": args.machine,
     }
@@ -81,7 +86,18 @@ def main(argv=None) -> int:
             "validation_best": prev["best"]}
     if args.note:
         out["note"] = args.note
-    shutil.copyfile(args.run_dir / "best.pt", pt)
+    if args.checkpoint == "last":
+        import torch
+
+        blob = torch.load(args.run_dir / "last.pt", map_location="cpu", weights_only=True)
+        blob.pop("training", None)
+        it = int(blob["extra"]["iteration"])
+        out["shipped_checkpoint"] = f"last.pt (iteration {it}); the run's best by its validation rule: iteration " \
+                                    f"{log['best']['iteration']}"
+        out["best_iteration"] = it  # the iteration of the shipped weights
+        torch.save(blob, pt)
+    else:
+        shutil.copyfile(args.run_dir / "best.pt", pt)
     meta.write_text(json.dumps(out, indent=1) + "\n")
     print(f"shipped {pt} ({pt.stat().st_size / 1e6:.1f} MB) and {meta}")
     return 0

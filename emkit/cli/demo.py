@@ -17,7 +17,10 @@ def register(sub) -> None:
         description="Generate the phantom dataset (image, ground truth, defect masks) into OUT_DIR, predict "
                     "affinities (shipped boundary net, or noisy ground truth when none is installed), segment "
                     "them (watershed + constrained mean-affinity agglomeration; semantic input per --semantic, "
-                    "none by default), score the result against the ground truth and serve everything in "
+                    "none by default), score the result against the ground truth, find the synapses on that "
+                    "segmentation (shipped cleft and partner nets; the phantom's true clefts/partners, labelled "
+                    "an oracle, where a net is not installed) and score them and the wiring diagram against the "
+                    "phantom's, and serve everything in "
                     "Neuroglancer on 127.0.0.1. The ground truth is used only for scoring unless --semantic "
                     "oracle asks for it (the output then says 'oracle'). Stages whose outputs exist in OUT_DIR "
                     "are reused, never overwritten, unless --overwrite; OUT_DIR/demo.json records what each "
@@ -36,6 +39,11 @@ def register(sub) -> None:
                    help="semantic model name or checkpoint for --semantic net (default: shipped 'semantic')")
     p.add_argument("--threshold", type=float, default=0.5, help="agglomeration threshold (mean affinity, default 0.5)")
     p.add_argument("--workers", type=int, default=0, help="dask workers for segmentation (default 0: in process)")
+    p.add_argument("--no-synapses", action="store_true", help="stop after the segmentation (no synapse stage)")
+    p.add_argument("--cleft-model", default=None,
+                   help="cleft net name or checkpoint (default: shipped 'cleft' if installed, else the true clefts)")
+    p.add_argument("--partner-model", default=None,
+                   help="partner net name or checkpoint (default: shipped 'partner' if installed, else the true partners)")
     p.add_argument("--overwrite", action="store_true", help="recompute every stage even if OUT_DIR holds its outputs")
     p.add_argument("--serve", choices=["auto", "yes", "no"], default="auto",
                    help="keep serving the viewer until Ctrl-C: yes, no, or auto (when run from a terminal)")
@@ -50,7 +58,8 @@ def run(args) -> int:
     defects = args.defects if args.defects in ("default", "none") else [d for d in args.defects.split(",") if d]
     res = run_demo(args.out_dir, size=size, seed=args.seed, defects=defects, model=args.model,
                    semantic=args.semantic, semantic_model=args.semantic_model, threshold=args.threshold,
-                   workers=args.workers, overwrite=args.overwrite)
+                   workers=args.workers, synapses=not args.no_synapses, cleft_model=args.cleft_model,
+                   partner_model=args.partner_model, overwrite=args.overwrite)
     if res.reused:
         print(f"reused from {res.out_dir}: {', '.join(res.reused)} (pass --overwrite to recompute)")
     print(f"affinities: {res.affinity_source}")
@@ -61,6 +70,18 @@ def run(args) -> int:
     label = " [oracle: ground-truth semantic labels; not the pipeline's score]" if res.oracle else ""
     print(f"segmentation vs ground truth (image frame){label}: adapted Rand error {s['arand']:.4f}, "
           f"VOI split {s['voi_split']:.3f}, VOI merge {s['voi_merge']:.3f} bits")
+    if res.synapses is not None:
+        syn = res.synapses
+        sc, sm = syn["scores"], syn["summary"]
+        print(f"clefts: {syn['sources']['cleft']}")
+        print(f"partners: {syn['sources']['partner']}")
+        acc = "n/a" if sc["partner_accuracy"] is None else f"{sc['partner_accuracy']:.3f}"
+        olabel = " [oracle: ground-truth stand-in, see above]" if syn["oracle"] else ""
+        print(f"synapses: {syn['n_synapses']} found{olabel}; vs the phantom's {sc['n_true']}: precision "
+              f"{sc['precision']:.3f}, recall {sc['recall']:.3f}, partner accuracy {acc}")
+        print(f"connectivity: {sm.get('neurons', 0)} neurons, {sm.get('edges', 0)} edges, {sm.get('synapses', 0)} "
+              f"synapses; vs truth ({sc['edges_true']} edges): {sc['edges_found']} found, {sc['edges_missed']} "
+              f"missed, {sc['edges_spurious']} spurious")
     print(f"dataset {res.out_dir}:")
     for name, url in res.layers.items():
         print(f"  {name:<28} {url}")

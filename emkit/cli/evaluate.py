@@ -1,5 +1,5 @@
-"""``emkit evaluate SEG_URL GT_URL``: score a segmentation (or, with ``--semantic``, semantic labels)
-against ground truth, as JSON."""
+"""``emkit evaluate SEG_URL GT_URL``: score a segmentation (or, with ``--semantic``, semantic labels;
+with ``--synapses``, a synapse output folder) against ground truth, as JSON."""
 from __future__ import annotations
 
 import json
@@ -11,6 +11,7 @@ EPILOG = """\
 examples:
   emkit evaluate data/ph/seg/segmentation data/ph/gt/image_frame/segmentation
   emkit evaluate --semantic data/ph/semantic_prob data/ph/gt/image_frame/semantic
+  emkit evaluate --synapses data/ph/synapses_oracle data/ph
 """
 
 
@@ -25,7 +26,12 @@ def register(sub) -> None:
                     "channel, 0..5) or the semantic net's probabilities (5 channels, as 'emkit infer semantic' "
                     "writes them; the most probable class is taken) and GT_URL the true classes; the JSON gives "
                     "the IoU of each class (soma, axon, dendrite, glia, vessel) and their mean, over voxels "
-                    "whose true class is not 0.",
+                    "whose true class is not 0. With --synapses, SEG_URL is an `emkit synapses` output folder and GT_URL "
+                    "a phantom dataset folder (gt/synapses.parquet, gt/clefts; or another synapses output folder): "
+                    "synapse precision, recall and F1 (overlap >= 1 voxel, after the pipeline's 700 nm merge), "
+                    "partner-assignment accuracy over matched synapses (partner ids of another segmentation "
+                    "mapped to the true segments they overlap most) and the wiring diagram compared edge by "
+                    "edge (found, missed, spurious; weighted by synapse count).",
         epilog=EPILOG, formatter_class=ExamplesHelpFormatter)
     p.add_argument("seg_url", metavar="SEG_URL", help="segmentation layer URL or local path")
     p.add_argument("gt_url", metavar="GT_URL", help="ground-truth segmentation layer URL or local path")
@@ -35,6 +41,8 @@ def register(sub) -> None:
                    help="how many worst split and merged objects to list (default 10)")
     p.add_argument("--semantic", action="store_true",
                    help="score semantic labels (per-class IoU) instead of a segmentation")
+    p.add_argument("--synapses", action="store_true",
+                   help="score an `emkit synapses` output folder (SEG_URL) against a phantom dataset folder (GT_URL)")
     p.add_argument("--mask", metavar="URL", help="with --semantic: count only voxels where this mask layer is nonzero")
     p.set_defaults(func=run)
 
@@ -68,6 +76,14 @@ def run(args) -> int:
 
     if args.worst < 0:
         raise InputError(f"--worst must be >= 0, got {args.worst}")
+    if args.synapses:
+        if args.semantic or args.mask or args.bbox:
+            raise InputError("--synapses takes no --semantic, --mask or --bbox")
+        from ..evaluate.synapses import synapse_scores_dirs
+
+        res = synapse_scores_dirs(args.seg_url, args.gt_url)
+        print(json.dumps(_json_safe(res), indent=2, allow_nan=False))
+        return 0
     if args.semantic:
         from ..evaluate.semantic_layers import semantic_iou_layers
 

@@ -7,14 +7,17 @@ DESCRIPTION = """\
 Run a net over an image layer the Chunkflow way: overlapping patches blended with a smooth weight
 on one global patch grid, so chunked output has no seams.
 
-MODEL is 'boundary' or 'semantic' (the shipped model of that family whose training resolution is
+MODEL is 'boundary', 'semantic' or 'cleft' (the shipped model of that family whose training resolution is
 nearest the image's: boundary, boundary_*, ...; the one used is printed), a full shipped name, or a
 checkpoint path (e.g. runs/mine/best.pt written by 'emkit train').
 
 Output: a boundary net writes an 'affinities' layer (3 channels z, y, x) that 'emkit segment'
 takes; its long-range heads are auxiliary training targets (paper, Methods) and are written only
 when asked for with --heads (then as a 'probability' layer, one channel per output). A semantic net
-writes a 'probability' layer of its 5 classes.
+writes a 'probability' layer of its 5 classes; the cleft net a 1-channel 'probability' layer
+(channel 'cleft', synaptic cleft probability) that 'emkit synapses' thresholds into clefts. No input
+or output masks are applied unless given (the paper used none for clefts: predicting no synapse is
+a fair default on a defect).
 
 Resolution: when the image is finer than the net's training resolution, it is averaged by a whole
 factor per axis (at most --max-downsample, default 2) to the net's resolution, as the paper did
@@ -33,6 +36,7 @@ EPILOG = """\
 examples:
   emkit infer boundary data/sstem/image data/sstem/aff_4nm --workers 0
   emkit infer semantic data/ph/image data/ph/semantic_example --chunk 16,128,128 --workers 0
+  emkit infer cleft data/ph/image data/ph/clefts_prob --workers 0
   emkit infer runs/example/best.pt data/ph/image data/ph/all_heads --heads all --workers 0
   emkit infer boundary data/fib/image data/fib/affinities --max-downsample 4 --workers 0
 """
@@ -40,10 +44,11 @@ examples:
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "infer", help="run a boundary/semantic net over an image layer, chunk by chunk (resumable)",
+        "infer", help="run a boundary/semantic/cleft net over an image layer, chunk by chunk (resumable)",
         description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", metavar="MODEL",
-                   help="boundary or semantic (the shipped model nearest the image's resolution), a full shipped "
+                   help="boundary, semantic or cleft (the shipped model nearest the image's resolution), a full "
+                        "shipped "
                         "name, or a checkpoint path (.pt)")
     p.add_argument("image", metavar="IMAGE_URL", help="image layer (URL or local path)")
     p.add_argument("out", metavar="OUT_URL", help="output layer (URL or local path)")

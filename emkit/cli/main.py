@@ -13,7 +13,8 @@ import sys
 from ..errors import EmkitError
 
 # command modules, in the order they appear in --help
-COMMANDS = ["info", "import_", "export", "phantom", "transfer", "view", "segment", "tune", "evaluate", "train", "infer", "masks", "demo"]
+COMMANDS = ["info", "import_", "export", "phantom", "transfer", "view", "segment", "synapses", "tune", "evaluate", "train", "infer",
+            "align", "detect", "masks", "pyramid", "mesh", "skeleton", "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:

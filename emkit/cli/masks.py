@@ -7,6 +7,7 @@ EPILOG = """\
 examples:
   emkit masks data/ph/image data/ph/masks_and_maps --maps
   emkit masks data/ph/image data/ph/masks_with_folds --defect fold=data/ph/masks/fold --defect crack=data/ph/masks/crack
+  emkit masks data/ph/image data/ph/masks_true_defects --defects data/ph
 """
 
 #: above this many voxels the command does not read the masks back to summarise them
@@ -19,7 +20,7 @@ def register(sub) -> None:
         description="Misalignment maps (correlation of high-pass filtered 8x8 px patches of each section with up "
                     "to 5 previous ones, at about 64 nm per pixel), steps and slips classified from them, and the "
                     "paper's segmentation masks (Methods: Segmentation masks): OUT_DIR/mask_in (slips, plus the "
-                    "fold/crack/resin masks given with --defect) and OUT_DIR/mask_out (steps, and locations masked "
+                    "fold/crack/resin masks given with --defects or --defect) and OUT_DIR/mask_out (steps, and locations masked "
                     "in the input for 3 consecutive sections), mask layers on the image's grid that "
                     "`emkit infer --mask-in/--mask-out` take. Existing outputs are refused unless --overwrite. "
                     "Sizes are z,y,x voxels.",
@@ -28,6 +29,9 @@ def register(sub) -> None:
     p.add_argument("out_dir", metavar="OUT_DIR", help="output folder (mask_in, mask_out, and maps with --maps)")
     p.add_argument("--defect", action="append", default=[], metavar="KIND=URL",
                    help="a defect mask layer to add to the input mask (fold, crack or resin; repeatable)")
+    p.add_argument("--defects", metavar="DIR", default=None,
+                   help="a folder holding masks/fold, masks/crack, masks/resin (what `emkit detect IMAGE DIR` writes; "
+                        "a phantom's folder holds the true ones): those present go into the input mask")
     p.add_argument("--chunk", metavar="Z,Y,X", help="task chunk: whole storage chunks, y/x multiples of the patch "
                                                     "extent (default: the whole volume in one task)")
     p.add_argument("--maps", action="store_true", help="also write the misalignment maps (OUT_DIR/maps)")
@@ -54,6 +58,21 @@ def _defects(items) -> dict:
     return out
 
 
+def _defects_dir(folder) -> dict:
+    """``{kind: URL}`` of the fold/crack/resin mask layers in ``folder/masks`` (those present)."""
+    from ..detect import MisalignmentParams
+    from ..errors import InputError
+    from ..io.layer import join_url, layer_exists, normalize_url
+
+    base = normalize_url(folder)
+    out = {k: join_url(base, "masks", k) for k in MisalignmentParams().input_defects}
+    out = {k: u for k, u in out.items() if layer_exists(u)}
+    if not out:
+        raise InputError(f"--defects {folder}: no masks/fold, masks/crack or masks/resin layer there "
+                         "(write them with `emkit detect IMAGE_URL DIR`)")
+    return out
+
+
 def run(args) -> int:
     import numpy as np
 
@@ -62,7 +81,7 @@ def run(args) -> int:
     from ..geometry import parse_vec3
     from ..io import Layer
 
-    defects = _defects(args.defect)
+    defects = {**(_defects_dir(args.defects) if getattr(args, "defects", None) else {}), **_defects(args.defect)}
     unknown = sorted(set(defects) - set(MisalignmentParams().input_defects))
     if unknown:
         raise InputError(f"--defect kinds must be among {', '.join(MisalignmentParams().input_defects)}; "

@@ -1,4 +1,6 @@
-"""``emkit train boundary|semantic``: train a net on dataset folders (or generated phantoms)."""
+"""``emkit train boundary|semantic|cleft|partner|defects``: train a net on dataset folders (or
+generated phantoms). ``partner`` and ``defects`` are handed to
+``emkit.synapse.partner_train.train_partner_cli`` and ``emkit.detect.train.train_defects_cli``."""
 from __future__ import annotations
 
 import json
@@ -12,6 +14,9 @@ on a GPU: emkit train semantic --preset phantom --device cuda --workers 14 --out
 
 examples:
   emkit train boundary --data data/ph --iterations 200 --out runs/example
+  emkit phantom data/ph_syn --size 24,160,160 --seed 3 --quiet
+  emkit train cleft --data data/ph_syn --iterations 200 --out runs/cleft_example
+  emkit train cleft --data data/ph_syn --init cleft --iterations 200 --out runs/cleft_tuned
 """
 
 
@@ -21,13 +26,15 @@ def _vec(s):
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "train", help="train a boundary or semantic net (RSUNet) on dataset folders or phantoms",
+        "train", help="train a boundary, semantic, cleft, partner or defect net on dataset folders or phantoms",
         description="Train a Residual Symmetric U-Net as in the paper (AMSGrad, BCE with inverse margin and class "
                     "rebalancing, the paper's augmentations). DATA folders hold 'image', 'gt/segmentation' "
-                    "(boundary) or 'gt/semantic' (semantic), optionally 'gt/myelin' and 'masks/<name>'. Writes "
+                    "(boundary), 'gt/semantic' (semantic) or 'gt/clefts' (cleft: cleft ids, 0 = none), optionally "
+                    "'gt/myelin' and 'masks/<name>'. Writes "
                     "OUT/last.pt, OUT/best.pt and OUT/log.json. Sizes are z,y,x.",
         epilog=EPILOG, formatter_class=ExamplesHelpFormatter)
-    p.add_argument("task", choices=["boundary", "semantic"], help="which net to train")
+    p.add_argument("task", choices=["boundary", "semantic", "cleft", "partner", "defects"],
+                   help="which net to train (partner: synaptic partner assignment; defects: image defect detection)")
     p.add_argument("--data", nargs="+", default=[], metavar="URL", help="training dataset folders (paths or URLs)")
     p.add_argument("--val-data", nargs="+", default=[], metavar="URL",
                    help="validation dataset folders (default: hold out the last 20%% in y of the last --data)")
@@ -58,10 +65,13 @@ def register(sub) -> None:
                         "(down-sampling and long-range offsets re-derived for the data)")
     p.add_argument("--rebalance-semantic", action="store_true", default=None,
                    help="class rebalancing of the semantic channels (not in the paper; helps rare classes)")
-    p.add_argument("--balance", default=None, choices=("auto", "none", "classes"),
+    p.add_argument("--rebalance-cleft", action="store_true", default=None,
+                   help="class rebalancing of the cleft channel (not in the paper; synaptic voxels are rare)")
+    p.add_argument("--balance", default=None, choices=("auto", "none", "classes", "clefts"),
                    help="where patches fall: 'classes' centres them on a voxel of a semantic class drawn uniformly "
-                        "(rare classes seen as often as common ones), 'none' uniform; default auto: classes for "
-                        "semantic nets, none for boundary nets")
+                        "(rare classes seen as often as common ones), 'clefts' centres 80%% of them on a cleft drawn "
+                        "uniformly, 'none' uniform; default auto: classes for semantic nets, clefts for cleft nets, "
+                        "none for boundary nets")
     p.add_argument("--background", default=None, choices=("auto", "ignore", "boundary"),
                    help="label 0 in gt/segmentation: 'ignore' (unlabelled: edges touching it do not count), "
                         "'boundary' (membranes labelled 0: edges touching it are boundaries), default auto: "
@@ -80,6 +90,21 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    if args.task in ("partner", "defects"):
+        import importlib
+
+        mod, fn = {"partner": ("emkit.synapse.partner_train", "train_partner_cli"),
+                   "defects": ("emkit.detect.train", "train_defects_cli")}[args.task]
+        try:
+            train_cli = getattr(importlib.import_module(mod), fn)
+        except (ModuleNotFoundError, AttributeError) as e:
+            if isinstance(e, ModuleNotFoundError) and e.name not in (mod, mod.rsplit(".", 1)[0]):
+                raise
+            from ..errors import InputError
+
+            raise InputError(f"emkit train {args.task}: {mod}.{fn} is not available in this emkit ({e})") from None
+        print(json.dumps(train_cli(args), indent=2, default=str))
+        return 0
     from ..errors import InputError
     from ..train.loop import TrainConfig, Trainer
     from ..train.presets import preset_overrides
@@ -93,7 +118,7 @@ def run(args) -> int:
         "heads": tuple(h for h in args.heads.split(",") if h) if args.heads else None,
         "augment": args.augment, "balance": args.balance, "init": args.init, "background": args.background,
         "planar_labels": args.planar_labels,
-        "rebalance_semantic": args.rebalance_semantic,
+        "rebalance_semantic": args.rebalance_semantic, "rebalance_cleft": args.rebalance_cleft,
         "input_masks": tuple(m for m in args.input_masks.split(",") if m) if args.input_masks else None,
         "loss_masks": args.loss_masks, "val_interval": args.val_interval,
         "checkpoint_interval": args.checkpoint_interval, "phantom_size": args.phantom_size,

@@ -14,6 +14,14 @@ from emkit.evaluate.semantic import SEMANTIC_CLASS_NAMES, semantic_classes, sema
 
 __all__ = ["Contingency", "contingency", "voi", "adapted_rand_error", "worst_splits", "worst_merges", "evaluate",
            "sweep", "cut_contingency", "best_threshold", "semantic_iou", "semantic_classes", "SEMANTIC_CLASS_NAMES"]
-from emkit.evaluate.synapses import CleftScores, cleft_precision_recall  # noqa: E402
+from emkit.evaluate.synapses import (  # noqa: E402
+    CleftScores,
+    cleft_precision_recall,
+    connectivity_scores,
+    segment_map,
+    synapse_scores,
+    synapse_scores_dirs,
+)
 
-__all__ += ["CleftScores", "cleft_precision_recall"]
+__all__ += ["CleftScores", "cleft_precision_recall", "synapse_scores", "synapse_scores_dirs", "connectivity_scores",
+            "segment_map"]

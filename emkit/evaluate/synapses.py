@@ -142,3 +142,211 @@ def cleft_precision_recall(pred_labels, gt_labels, *, min_overlap: int = 1, merg
     return CleftScores(precision=float(precision), recall=float(recall), f1=float(f1), n_pred=n_pred, n_true=n_true,
                        matches=matches, false_positives=np.setdiff1d(pred_ids, tp_pred),
                        false_negatives=np.setdiff1d(true_ids, tp_true))
+
+
+# ------------------------------------------------------------------ synapses, partners, wiring --
+#
+# Scores of a synapse table (emkit.synapse.build_synapse_table) against the truth:
+#
+# * detection: the predicted synapses (each the union of its cleft components) against the true
+#   synapses (each its cleft) with the overlap rule above; predictions are scored after the
+#   pipeline's own 700 nm same-partner merge and filters, as the paper scored its clefts;
+# * partner assignment: over predicted synapses that match a true one (the true synapse with most
+#   overlap), the share whose (pre, post) equals the truth's — segment ids of the predicted
+#   segmentation are first mapped to the true segment they overlap most (identity when the synapses
+#   were found on the true segmentation); ``swapped`` counts pre/post reversed;
+# * connectivity: the directed edges pre → post of both tables (mapped ids): found (in both),
+#   missed (true only), spurious (predicted only), and weighted by synapse count
+#   (weighted recall = Σ over true edges of min(predicted count, true count) / true synapses;
+#   weighted precision the same over predicted synapses).
+
+__all__ += ["segment_map", "connectivity_scores", "synapse_scores", "synapse_scores_dirs"]
+
+
+def segment_map(segmentation, gt_segmentation) -> dict:
+    """``{segment id: true segment id}``: each segment of ``segmentation`` mapped to the true segment
+    it shares most voxels with (true id 0 is not a candidate; segments lying only on 0 map to 0)."""
+    a = np.asarray(segmentation)
+    b = np.asarray(gt_segmentation)
+    if a.shape != b.shape:
+        raise InputError(f"segmentation {a.shape} and gt_segmentation {b.shape} must have the same shape")
+    m = (a > 0) & (b > 0)
+    if not m.any():
+        return {}
+    pairs, counts = np.unique(np.stack([a[m].astype(np.uint64), b[m].astype(np.uint64)], 1), axis=0,
+                              return_counts=True)
+    order = np.lexsort((pairs[:, 1], -counts, pairs[:, 0]))
+    pairs = pairs[order]
+    first = np.r_[True, pairs[1:, 0] != pairs[:-1, 0]]
+    return {int(p): int(g) for p, g in pairs[first]}
+
+
+def _mapped(ids, seg_map):
+    if seg_map is None:
+        return np.asarray(ids, np.uint64)
+    return np.array([seg_map.get(int(i), 0) for i in ids], np.uint64)
+
+
+def _edge_counts(pre, post) -> dict:
+    out: dict = {}
+    for p, q in zip(pre.tolist(), post.tolist()):
+        out[(p, q)] = out.get((p, q), 0) + 1
+    return out
+
+
+def connectivity_scores(pred_table, gt_table, seg_map: dict | None = None) -> dict:
+    """Edges found, missed and spurious, plain and weighted by synapse count (rule above).
+
+    Parameters
+    ----------
+    pred_table : predicted synapse table (``pre_id``, ``post_id``).
+    gt_table : true synapse table (``pre_id``, ``post_id``).
+    seg_map : ``{predicted segment id: true segment id}`` (:func:`segment_map`); None: the same ids.
+    """
+    pp = _mapped(pred_table["pre_id"].to_numpy(), seg_map)
+    pq = _mapped(pred_table["post_id"].to_numpy(), seg_map)
+    pred = _edge_counts(pp, pq)
+    true = _edge_counts(gt_table["pre_id"].to_numpy(np.uint64), gt_table["post_id"].to_numpy(np.uint64))
+    found = set(pred) & set(true)
+    n_pred_syn, n_true_syn = sum(pred.values()), sum(true.values())
+    both = sum(min(pred[e], true[e]) for e in found)
+    return {"edges_true": len(true), "edges_pred": len(pred), "edges_found": len(found),
+            "edges_missed": len(set(true) - found), "edges_spurious": len(set(pred) - found),
+            "edge_recall": len(found) / len(true) if true else (1.0 if not pred else 0.0),
+            "edge_precision": len(found) / len(pred) if pred else (1.0 if not true else 0.0),
+            "weighted_recall": both / n_true_syn if n_true_syn else (1.0 if not n_pred_syn else 0.0),
+            "weighted_precision": both / n_pred_syn if n_pred_syn else (1.0 if not n_true_syn else 0.0)}
+
+
+def _synapse_labels(clefts, table):
+    """Cleft component ids → synapse ids of ``table`` (``cleft_ids``); components not in it → 0."""
+    a = np.asarray(clefts)
+    if "cleft_ids" in table.columns:
+        keys = np.array([c for cl in table["cleft_ids"] for c in cl], np.uint64)
+        vals = np.array([s for s, cl in zip(table["id"], table["cleft_ids"]) for _ in cl], np.uint64)
+    else:  # a phantom table: cleft_id is the synapse
+        keys = vals = table["cleft_id"].to_numpy(np.uint64)
+    if not keys.size:
+        return np.zeros(a.shape, np.uint64)
+    order = np.argsort(keys)
+    keys, vals = keys[order], vals[order]
+    flat = a.ravel().astype(np.uint64)
+    idx = np.minimum(np.searchsorted(keys, flat), keys.size - 1)
+    return np.where(keys[idx] == flat, vals[idx], np.uint64(0)).reshape(a.shape)
+
+
+def synapse_scores(pred_table, pred_clefts, gt_table, gt_clefts, resolution=(40, 8, 8), *, segmentation=None,
+                   gt_segmentation=None, min_overlap: int = 1) -> dict:
+    """Detection, partner assignment and connectivity scores of a synapse table, in one call.
+
+    Parameters
+    ----------
+    pred_table : predicted synapse table (``id``, ``pre_id``, ``post_id``, ``cleft_ids``).
+    pred_clefts : (z, y, x) cleft component ids the table's ``cleft_ids`` refer to.
+    gt_table : true synapses: the phantom's ``gt/synapses.parquet`` (``cleft_id``, ``pre_id``,
+        ``post_id``) or a synapse table.
+    gt_clefts : (z, y, x) true cleft ids on the same grid (image frame).
+    resolution : voxel size (z, y, x nm), reported.
+    segmentation, gt_segmentation : the segmentation the synapses were found on and the true one
+        (same grid): predicted partner ids are mapped to true ones by overlap (:func:`segment_map`).
+        None (default): the predicted ids are the true ones (synapses found on the true
+        segmentation).
+    min_overlap : voxels a predicted and a true synapse must share to match.
+
+    Returns
+    -------
+    dict: ``precision``, ``recall``, ``f1``, ``n_pred``, ``n_true`` (synapses, detection);
+    ``partner_accuracy``, ``partners_matched``, ``partners_correct``, ``partners_swapped``;
+    the :func:`connectivity_scores` keys; ``resolution_nm``.
+    """
+    from emkit.synapse.truth import truth_table
+
+    gt_t = truth_table(gt_table)
+    pred_l = _synapse_labels(pred_clefts, pred_table)
+    gt_l = _synapse_labels(gt_clefts, gt_t)
+    det = cleft_precision_recall(pred_l, gt_l, min_overlap=min_overlap, resolution=resolution)
+    seg_map = None
+    if segmentation is not None or gt_segmentation is not None:
+        if segmentation is None or gt_segmentation is None:
+            raise InputError("give both segmentation and gt_segmentation (or neither)")
+        seg_map = segment_map(segmentation, gt_segmentation)
+    # partner accuracy over matched predicted synapses (each with its most-overlapping true synapse)
+    m = det.matches
+    correct = swapped = matched = 0
+    if len(m):
+        order = np.lexsort((m[:, 1], -m[:, 2], m[:, 0]))
+        m = m[order]
+        best = m[np.r_[True, m[1:, 0] != m[:-1, 0]]]
+        pt = pred_table.set_index(pred_table["id"].astype(np.int64))
+        gtt = gt_t.set_index(gt_t["id"].astype(np.int64))
+        for pid, gid, _ in best.tolist():
+            pre, post = _mapped([pt.at[pid, "pre_id"], pt.at[pid, "post_id"]], seg_map)
+            tpre, tpost = int(gtt.at[gid, "pre_id"]), int(gtt.at[gid, "post_id"])
+            matched += 1
+            correct += (int(pre), int(post)) == (tpre, tpost)
+            swapped += (int(pre), int(post)) == (tpost, tpre)
+    out = {"precision": det.precision, "recall": det.recall, "f1": det.f1, "n_pred": det.n_pred,
+           "n_true": det.n_true, "partner_accuracy": correct / matched if matched else None,
+           "partners_matched": matched, "partners_correct": correct, "partners_swapped": swapped}
+    out.update(connectivity_scores(pred_table, gt_t, seg_map))
+    out["segment_ids_mapped"] = seg_map is not None
+    out["resolution_nm"] = [float(v) for v in resolution]
+    return out
+
+
+def synapse_scores_dirs(pred_dir, gt, *, gt_segmentation: str | None = None) -> dict:
+    """:func:`synapse_scores` of an ``emkit synapses`` output folder against the truth.
+
+    Parameters
+    ----------
+    pred_dir : synapse output folder (``synapses.parquet``, ``clefts`` layer, ``synapses.json``).
+    gt : a phantom dataset folder (``gt/synapses.parquet``, ``gt/clefts``; its
+        ``gt/image_frame/segmentation`` is the true segmentation), or another synapse output folder.
+    gt_segmentation : the true segmentation layer (default: the dataset's
+        ``gt/image_frame/segmentation``). When the predicted synapses were found on another
+        segmentation (their provenance names it), partner ids are mapped to true ones by overlap.
+    """
+    import json
+
+    from cloudfiles import CloudFiles
+
+    from emkit.io import Layer, check_same_grid, join_url, layer_exists
+    from emkit.io.layer import normalize_url
+    from emkit.synapse.table import PROVENANCE_FILE, read_synapse_table
+    from emkit.synapse.truth import load_truth
+
+    pred_dir = join_url(pred_dir)
+    table = read_synapse_table(pred_dir)
+    cl_url = join_url(pred_dir, "clefts")
+    if not layer_exists(cl_url):
+        raise InputError(f"{pred_dir} has no clefts layer (an `emkit synapses` output folder holds one)")
+    clefts_layer = Layer.open(cl_url)
+    raw = CloudFiles(pred_dir).get(PROVENANCE_FILE)
+    prov = json.loads(raw) if raw else {}
+    gt = join_url(gt)
+    if CloudFiles(gt).exists("gt/synapses.parquet"):
+        truth = load_truth(gt)
+        gt_table, gt_clefts, gt_seg_url = truth.table, truth.clefts, gt_segmentation or truth.segmentation_url
+    elif CloudFiles(gt).exists("synapses.parquet"):
+        gt_table = read_synapse_table(gt)
+        gl = Layer.open(join_url(gt, "clefts"))
+        check_same_grid(clefts_layer, gl, what="true clefts")
+        gt_clefts = gl.read()
+        gt_seg_url = gt_segmentation
+    else:
+        raise InputError(f"{gt} holds no synapse truth: give a phantom dataset folder (gt/synapses.parquet, "
+                         "gt/clefts) or an `emkit synapses` output folder")
+    pred_clefts = clefts_layer.read()
+    if pred_clefts.shape != gt_clefts.shape:
+        raise InputError(f"the predicted clefts ({cl_url}) have shape {pred_clefts.shape}, the truth "
+                         f"{gt_clefts.shape}")
+    seg_url = (prov.get("layers") or {}).get("segmentation")
+    seg = gseg = None
+    if seg_url and gt_seg_url and normalize_url(seg_url).rstrip("/") != normalize_url(gt_seg_url).rstrip("/"):
+        sl, gl = Layer.open(seg_url), Layer.open(gt_seg_url)
+        check_same_grid(sl, gl, what="true segmentation")
+        seg, gseg = sl.read(), gl.read()
+    res = synapse_scores(table, pred_clefts, gt_table, gt_clefts, clefts_layer.resolution, segmentation=seg,
+                         gt_segmentation=gseg)
+    return {"pred": pred_dir, "gt": gt, "segmentation": seg_url, "gt_segmentation": gt_seg_url,
+            "models": {k: v.get("model") for k, v in (prov.get("models") or {}).items()}, **res}

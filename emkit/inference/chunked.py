@@ -254,7 +254,7 @@ def infer_layers(
 
     Parameters
     ----------
-    model_or_name : a shipped family name (``"boundary"``, ``"semantic"``: the shipped model of
+    model_or_name : a shipped family name (``"boundary"``, ``"semantic"``, ``"cleft"``: the shipped model of
         that family whose training resolution is nearest the image's, see
         :mod:`emkit.inference.models`), a full shipped name (``"boundary_iso"``), a checkpoint
         path (as ``emkit train`` writes), or a model object (pickled to the workers with every
@@ -324,7 +324,8 @@ def infer_layers(
         model = task_model = model_or_name
         model_id = {"model": f"<{type(model).__name__} object>", "weights": model_fingerprint(model)}
     if not note:
-        hint = fine_tune_hint("semantic" if "semantic" in (getattr(model, "head_slices", None) or {}) else "boundary")
+        kinds = getattr(model, "head_slices", None) or {}
+        hint = fine_tune_hint("semantic" if "semantic" in kinds else "cleft" if "cleft" in kinds else "boundary")
     if _in_channels(model) != image.num_channels:
         raise InputError(f"the net takes {_in_channels(model)} input channel(s); image {image.url} has "
                          f"{image.num_channels}")

@@ -6,7 +6,8 @@ picks, among the shipped models of that family — ``boundary`` and ``boundary_*
 image's as the net will see it, after the whole-factor averaging (smallest sum over z, y, x of
 ``|log(averaged image nm / net nm)|``, then the least averaging) among those the resampling rule
 accepts (:func:`emkit.inference.resample.plan_resampling`), and says which. The same holds for
-``semantic``. A full shipped name (``boundary_iso``), a checkpoint path or a model object is used
+``semantic`` and ``cleft`` (the synaptic-cleft net: ``cleft``, ``cleft_*``). A full shipped name
+(``boundary_iso``), a checkpoint path or a model object is used
 as given. When no shipped model of the family fits, the error lists them with their resolutions
 and says how to fine-tune one on the user's data.
 """
@@ -22,11 +23,11 @@ from .resample import MAX_DOWNSAMPLE, RESOLUTION_TOLERANCE, _fmt, plan_resamplin
 __all__ = ["FAMILIES", "is_family_name", "choose_model", "fine_tune_hint"]
 
 #: Names that stand for a family of shipped models chosen by resolution.
-FAMILIES = ("boundary", "semantic")
+FAMILIES = ("boundary", "semantic", "cleft")
 
 
 def is_family_name(ref) -> bool:
-    """True when ``ref`` is a family name (``boundary``, ``semantic``) and not an existing path."""
+    """True when ``ref`` is a family name (``boundary``, ``semantic``, ``cleft``) and not an existing path."""
     if not isinstance(ref, (str, os.PathLike)):
         return False
     s = os.fspath(ref)

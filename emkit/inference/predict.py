@@ -299,6 +299,22 @@ def predict_box_resampled(
 
 
 # ---- array form ------------------------------------------------------------------------------------
+def _resolve_model(model, resolution, *, max_downsample, tolerance):
+    """A model object for ``model`` (an object as is; a family name, shipped name or path loaded)."""
+    import os
+
+    if not isinstance(model, (str, os.PathLike)):
+        return model
+    from .chunked import _model_ref, load_model_cached
+    from .models import choose_model, is_family_name
+
+    if is_family_name(model) and resolution is not None:
+        _, path, _ = choose_model(os.fspath(model), as_vec3(resolution, "resolution", positive=True, dtype=float),
+                                  tolerance=tolerance, max_downsample=max_downsample)
+        return load_model_cached(path, "cpu")
+    return load_model_cached(_model_ref(model), "cpu")
+
+
 def _as_input(image, cin: int) -> np.ndarray:
     image = np.asarray(image)
     if image.ndim == 3 and cin == 1:
@@ -357,7 +373,11 @@ def predict(
 
     Parameters
     ----------
-    model : a net following emkit's model interface (``emkit.nets.RSUNet`` or alike).
+    model : a net following emkit's model interface (``emkit.nets.RSUNet`` or alike), or a name:
+        a shipped family (``"boundary"``, ``"semantic"``, ``"cleft"``: with ``resolution`` the
+        shipped model of that family nearest it, see :func:`emkit.inference.choose_model`; without,
+        the model named so), a full shipped name or a checkpoint path. ``predict(image, "cleft",
+        resolution=...)`` (image first) is accepted too.
     image : ``(z, y, x)`` uint8 (normalised by ``emkit.nets.normalize``) or float in [0, 1];
         ``(c, z, y, x)`` for nets with several input channels.
     patch_size : patch (z, y, x) voxels of the grid the net runs on (the image's, or the averaged
@@ -388,6 +408,9 @@ def predict(
     float32 ``(C, z, y, x)`` on the image's grid: sigmoid outputs in [0, 1] of the asked heads,
     channels in head order (see :func:`channel_names`).
     """
+    if isinstance(model, np.ndarray) and not isinstance(image, np.ndarray):
+        model, image = image, model  # predict(image, "cleft", ...)
+    model = _resolve_model(model, resolution, max_downsample=max_downsample, tolerance=resolution_tolerance)
     cin = _in_channels(model)
     x = _as_input(image, cin)
     shape = x.shape[1:]

@@ -14,7 +14,9 @@ from .config import (
     PAPER_RESOLUTION,
     HeadSpec,
     NetConfig,
+    CLEFT_WIDTHS,
     boundary_heads,
+    cleft_heads,
     derive_downsample,
     derive_patch_size,
     long_range_offsets,
@@ -24,7 +26,8 @@ from .normalize import normalize
 
 __all__ = [
     "NetConfig", "HeadSpec", "HEAD_KINDS", "PAPER_RESOLUTION", "PAPER_LONG_RANGE_OFFSETS", "long_range_offsets",
-    "derive_downsample", "derive_patch_size", "boundary_heads", "semantic_heads", "normalize",
+    "derive_downsample", "derive_patch_size", "boundary_heads", "semantic_heads", "cleft_heads", "CLEFT_WIDTHS",
+    "normalize",
     "RSUNet", "save", "load", "load_checkpoint", "load_model", "available_models",
     "shipped_models", "models_dir",
 ]

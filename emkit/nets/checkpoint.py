@@ -114,11 +114,16 @@ def shipped_models(family: str | None = None) -> dict[str, dict]:
         key = (str(path), st.st_mtime_ns, st.st_size)
         facts = _SHIPPED_CACHE.get(key)
         if facts is None:
-            cfg = NetConfig.from_dict(load_checkpoint(path)["config"])
-            facts = {"path": str(path), "resolution": tuple(float(r) for r in cfg.resolution),
-                     "heads": tuple(h.name for h in cfg.heads)}
+            raw = load_checkpoint(path)["config"]
+            if raw.get("arch", "rsunet") != "rsunet":  # another architecture (the 2D defect U-Net)
+                facts = {}
+            else:
+                cfg = NetConfig.from_dict(raw)
+                facts = {"path": str(path), "resolution": tuple(float(r) for r in cfg.resolution),
+                         "heads": tuple(h.name for h in cfg.heads)}
             _SHIPPED_CACHE[key] = facts
-        out[name] = dict(facts)
+        if facts:
+            out[name] = dict(facts)
     return out
 
 

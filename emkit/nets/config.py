@@ -12,8 +12,13 @@ from ..errors import InputError
 
 __all__ = [
     "HeadSpec", "NetConfig", "HEAD_KINDS", "PAPER_RESOLUTION", "PAPER_LONG_RANGE_OFFSETS",
-    "long_range_offsets", "derive_downsample", "derive_patch_size", "boundary_heads", "semantic_heads",
+    "long_range_offsets", "derive_downsample", "derive_patch_size", "boundary_heads", "semantic_heads", "cleft_heads",
+    "CLEFT_WIDTHS",
 ]
+
+#: Paper, Methods: Synapse detection — "a Residual Symmetric U-Net ... with 32, 40, and 80 feature
+#: maps at the different levels of the U-Net hierarchy, ReLU nonlinearity, and Instance Normalization".
+CLEFT_WIDTHS = (32, 40, 80)
 
 #: Paper, Methods: Boundary detection — "the voxel resolution of 8 × 8 × 40 nm³" (z, y, x here).
 PAPER_RESOLUTION = (40.0, 8.0, 8.0)
@@ -34,6 +39,9 @@ HEAD_KINDS = {
     "myelin": "myelin probability (1 channel) from gt/myelin (mask layer); optional",
     "vessel": "blood-vessel wall (1 channel): gt/semantic == 5 and gt/segmentation != 0",
     "semantic": "semantic classes 1..5 (soma+nucleus, axon, dendrite, glia, vessel), one channel each",
+    "cleft": "synaptic cleft probability (1 channel) from gt/clefts (cleft ids > 0 = synaptic)",
+    "partner": "synaptic partner voxel maps (presynaptic, postsynaptic), one channel each, given the image and one "
+               "cleft's mask (emkit.synapse.partners)",
 }
 
 
@@ -141,6 +149,12 @@ def boundary_heads(myelin: bool = False, vessel: bool = False, long_range: bool 
     return tuple(heads)
 
 
+def cleft_heads() -> tuple[HeadSpec, ...]:
+    """The cleft net's head: 1 channel, synaptic vs non-synaptic voxel (paper, Methods: Synapse
+    detection; binary cross-entropy)."""
+    return (HeadSpec("cleft", 1, "cleft"),)
+
+
 def semantic_heads() -> tuple[HeadSpec, ...]:
     """The semantic net's head: 5 classes (paper, Methods: Semantic labeling)."""
     return (HeadSpec("semantic", 5, "semantic"),)
@@ -216,7 +230,7 @@ class NetConfig:
                                  f"({len(offs)}), got {h.channels}")
             if h.kind == "semantic" and h.channels != 5:
                 raise InputError(f"head {h.name!r} of kind 'semantic' needs 5 channels, got {h.channels}")
-            if h.kind in ("myelin", "vessel") and h.channels != 1:
+            if h.kind in ("myelin", "vessel", "cleft", "partner") and h.channels != 1:
                 raise InputError(f"head {h.name!r} of kind {h.kind!r} needs 1 channel, got {h.channels}")
         if self.patch_size is None:
             set_("patch_size", derive_patch_size(self.resolution, ds))

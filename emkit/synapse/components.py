@@ -69,7 +69,10 @@ class CleftParams:
     ----------
     threshold : a voxel is synaptic when its cleft probability is ``> threshold`` (0..1). The
         paper does not state its threshold; 0.5 is the decision boundary of the BCE-trained cleft
-        net (paper, Methods *Synapse detection*: "binary cross entropy loss").
+        net (paper, Methods *Synapse detection*: "binary cross entropy loss"). None (default):
+        0.5 here; the synapse pipeline (:func:`emkit.synapse.find_synapses`, ``emkit synapses``)
+        uses the threshold recorded with the cleft model it runs (``cleft_threshold`` in the
+        model's ``.json``: chosen on its validation data), else 0.5.
     min_size_voxels : clefts with fewer voxels (counted after merging across chunks) are dropped.
         None (default) means :func:`min_size_for` the data's resolution: 40 voxels at
         8 × 8 × 40 nm (paper, Methods *Synapse detection*), scaled by voxel volume.
@@ -78,20 +81,25 @@ class CleftParams:
         sections) or 6 (faces only).
     """
 
-    threshold: float = 0.5
+    threshold: float | None = None
     min_size_voxels: int | None = None
     connectivity: int = 26
 
     def __post_init__(self):
         t = self.threshold
-        if isinstance(t, bool) or not isinstance(t, (int, float, np.floating, np.integer)) or not np.isfinite(t) \
-                or not 0.0 <= float(t) < 1.0:
-            raise InputError(f"CleftParams.threshold must be a number in [0, 1), got {t!r}")
+        if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float, np.floating, np.integer)) or not np.isfinite(t) \
+                or not 0.0 <= float(t) < 1.0):
+            raise InputError(f"CleftParams.threshold must be a number in [0, 1) or None, got {t!r}")
         m = self.min_size_voxels
         if m is not None and (isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1):
             raise InputError(f"CleftParams.min_size_voxels must be an integer >= 1 or None, got {m!r}")
         if self.connectivity not in (6, 26) or isinstance(self.connectivity, bool):
             raise InputError(f"CleftParams.connectivity must be 6 or 26, got {self.connectivity!r}")
+
+    @property
+    def threshold_value(self) -> float:
+        """The threshold used: ``threshold``, or 0.5 when it is None."""
+        return 0.5 if self.threshold is None else float(self.threshold)
 
     def min_size(self, resolution) -> int:
         """The size threshold in voxels at ``resolution`` (z, y, x nm)."""
@@ -127,7 +135,7 @@ def _check_prob(prob, what="prob") -> np.ndarray:
 def _local_components(prob: np.ndarray, params: CleftParams):
     import cc3d
 
-    mask = prob > params.threshold
+    mask = prob > params.threshold_value
     labels, n = cc3d.connected_components(mask, connectivity=params.connectivity, return_N=True,
                                           out_dtype=np.uint32)
     return labels, int(n)

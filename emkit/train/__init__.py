@@ -6,9 +6,10 @@
     result = train(TrainConfig(task="boundary", data=("phantom_dir",), iterations=1000, out_dir="run"))
 
 Submodules: :mod:`.sampler` (dataset folders → random patches), :mod:`.targets` (affinities,
-myelin, semantic one-hot + loss masks), :mod:`.losses` (BCE with inverse margin and class
+myelin, semantic one-hot, synaptic clefts + loss masks), :mod:`.losses` (BCE with inverse margin and class
 rebalancing), :mod:`.augment` (the paper's augmentations), :mod:`.loop` (TrainConfig, Trainer,
-train), :mod:`.presets` (``phantom``). torch is imported only when a net is built or trained.
+train), :mod:`.presets` (``phantom``: boundary, semantic and cleft nets).
+torch is imported only when a net is built or trained.
 """
 __all__ = ["TrainConfig", "TrainResult", "Trainer", "train", "adapted_model", "PatchSampler", "open_dataset",
            "make_targets"]

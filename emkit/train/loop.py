@@ -12,8 +12,12 @@ Validation (every ``val_interval`` iterations and at the end) runs the net over 
 validation volume (no augmentation): the loss of every head, and for boundary nets the adapted
 Rand error of watershed + mean-affinity agglomeration cut at ``threshold`` against the ground
 truth (:mod:`emkit.segment`, :func:`emkit.evaluate.adapted_rand_error`); for semantic nets the
-mean IoU over the five classes. The best checkpoint minimises ARAND (boundary) or maximises mean
-IoU (semantic).
+mean IoU over the five classes; for cleft nets the cleft precision, recall and F1 of the connected
+components of the thresholded map (:func:`emkit.synapse.cleft_components`, paper's 40-voxel size
+filter scaled to the resolution) against the true clefts
+(:func:`emkit.evaluate.synapses.cleft_precision_recall`: a predicted and a true cleft match when
+they overlap), and the voxel F1. The best checkpoint minimises ARAND (boundary) or maximises mean
+IoU (semantic) or cleft F1 (cleft; ties: the lower validation loss).
 """
 from __future__ import annotations
 
@@ -28,9 +32,10 @@ import numpy as np
 
 from ..errors import InputError, LayerExistsError
 
-__all__ = ["TrainConfig", "TrainResult", "Trainer", "train", "adapted_model", "split_per_section", "TASKS"]
+__all__ = ["TrainConfig", "TrainResult", "Trainer", "train", "adapted_model", "split_per_section", "cleft_scores",
+           "TASKS"]
 
-TASKS = ("boundary", "semantic")
+TASKS = ("boundary", "semantic", "cleft")
 
 
 @dataclass(frozen=True)
@@ -38,7 +43,8 @@ class TrainConfig:
     """Everything a training run needs (frozen; JSON round-trip). Paper values cited per field."""
 
     task: str = "boundary"
-    """"boundary" (affinities, long-range affinities [, myelin, vessel]) or "semantic" (5 classes)."""
+    """"boundary" (affinities, long-range affinities [, myelin, vessel]), "semantic" (5 classes) or
+    "cleft" (synaptic clefts, 1 channel, from gt/clefts)."""
     data: tuple[str, ...] = ()
     """Dataset folders (paths or URLs); see :mod:`emkit.train.sampler`. Empty with preset "phantom":
     phantoms are generated."""
@@ -65,20 +71,24 @@ class TrainConfig:
     """Training patch (z, y, x); None: derived from the data's resolution."""
     heads: tuple[str, ...] | None = None
     """Head kinds; None: ("affinity", "long_range") for boundary (+ "myelin" when every dataset
-    has gt/myelin), ("semantic",) for semantic."""
+    has gt/myelin), ("semantic",) for semantic, ("cleft",) for cleft."""
     output_1x1: bool = False
     """Extra 1×1×1 output convolution (paper's semantic net)."""
     augment: str = "auto"
-    """Augmentation preset of :mod:`emkit.train.augment` ("boundary", "semantic", "isotropic",
+    """Augmentation preset of :mod:`emkit.train.augment` ("boundary", "semantic", "cleft", "isotropic",
     "none"); "auto": the task's name, except "isotropic" for a boundary net on (near-)isotropic
     data (largest / smallest voxel side < 1.5: FIB-SEM has no cut sections to lose)."""
     rebalance_semantic: bool = False
     """Patch-wise class rebalancing of the semantic channels too, as for affinities (each class's
     positives and negatives carry half the weight). The paper uses plain BCE for semantic labels;
     rebalancing helps a class that is rare in the ground truth (glia in the phantoms)."""
+    rebalance_cleft: bool = False
+    """Patch-wise class rebalancing of the cleft channel (synaptic and non-synaptic voxels carry half
+    the weight each). Not the paper's (plain BCE, 375,000 iterations; Methods, Synapse detection):
+    with a few hundred CPU iterations it makes the rare synaptic voxels count from the start."""
     init: str | None = None
     """Start from these weights (fine-tuning): a checkpoint path or a shipped model name
-    ("boundary", "semantic": the shipped model of that family trained nearest the data's
+    ("boundary", "semantic", "cleft": the shipped model of that family trained nearest the data's
     resolution, as ``emkit infer`` picks; "boundary_iso": that one). The net's configuration
     (widths, heads, resolution) is the checkpoint's, its patch too unless ``patch_size`` is given;
     the optimizer starts afresh. When the data's resolution differs from the
@@ -88,8 +98,10 @@ class TrainConfig:
     balance: str = "auto"
     """Where training patches fall: "classes" (centred on a voxel of a semantic class drawn
     uniformly, so rare classes are seen as often as common ones — the paper added sparse vessel
-    ground truth for the same reason, Methods: Semantic labeling), "none" (uniform), or "auto":
-    "classes" for semantic nets, "none" for boundary nets."""
+    ground truth for the same reason, Methods: Semantic labeling), "clefts" (80 % of the patches
+    centred on a voxel of a cleft drawn uniformly, the rest uniform: synaptic voxels are rare),
+    "none" (uniform), or "auto": "classes" for semantic nets, "clefts" for cleft nets, "none" for
+    boundary nets."""
     planar_labels: bool = False
     """The labels were drawn section by section (2D ids per section, e.g. the connected components
     of a per-section membrane mask): affinities that cross sections (z and long-range z) are
@@ -148,8 +160,8 @@ class TrainConfig:
             raise InputError(f"TrainConfig.lr must be > 0, got {self.lr!r}")
         if self.device not in ("cpu", "cuda", "auto") and not str(self.device).startswith("cuda:"):
             raise InputError(f"TrainConfig.device must be cpu, cuda or auto, got {self.device!r}")
-        if self.balance not in ("auto", "none", "classes"):
-            raise InputError(f"TrainConfig.balance must be 'auto', 'none' or 'classes', got {self.balance!r}")
+        if self.balance not in ("auto", "none", "classes", "clefts"):
+            raise InputError(f"TrainConfig.balance must be 'auto', 'none', 'classes' or 'clefts', got {self.balance!r}")
         if self.background not in ("auto", "ignore", "boundary"):
             raise InputError(f"TrainConfig.background must be 'auto', 'ignore' or 'boundary', got {self.background!r}")
         for k in ("widths", "patch_size", "val_size", "phantom_size", "phantom_seeds", "input_masks", "betas"):
@@ -231,7 +243,7 @@ class Trainer:
 
         self.git_revision = _git_revision()  # the code this run started with, not what HEAD is at a later save
 
-        from ..nets import NetConfig, RSUNet, boundary_heads
+        from ..nets import NetConfig, RSUNet, boundary_heads, cleft_heads
         from ..nets.config import HeadSpec
         from .presets import PHANTOM_TRAIN_SEEDS, PHANTOM_VAL_SEED, prepare_phantoms
         from .sampler import PatchSampler, open_dataset, split_region
@@ -279,9 +291,10 @@ class Trainer:
             if not val_data:
                 val_data = prepare_phantoms(root, cfg.phantom_size, [vseed], cfg.phantom_defects,
                                             progress=cfg.progress)
-        need = ("labels",) if cfg.task == "boundary" else ("semantic",)
-        vols = [open_dataset(u, need=need) for u in data]
-        vvols = [open_dataset(u, need=need) for u in val_data]
+        need = {"boundary": ("labels",), "semantic": ("semantic",), "cleft": ("clefts",)}[cfg.task]
+        only = ("clefts",) if cfg.task == "cleft" else None  # a cleft net reads no other ground truth
+        vols = [open_dataset(u, need=need, only=only) for u in data]
+        vvols = [open_dataset(u, need=need, only=only) for u in val_data]
         res = vols[0].resolution
         for v in vols + vvols:
             if tuple(v.resolution) != tuple(res):
@@ -292,6 +305,8 @@ class Trainer:
         if cfg.heads is None:
             if cfg.task == "boundary":
                 heads = boundary_heads(myelin=all(v.has("myelin") for v in vols))
+            elif cfg.task == "cleft":
+                heads = cleft_heads()
             else:
                 heads = (HeadSpec("semantic", 5, "semantic"),)
         else:
@@ -307,7 +322,7 @@ class Trainer:
             start = load_model(ref)
             net_cfg = start.config
             self.init_note = chosen
-            want = "semantic" if cfg.task == "semantic" else "affinity"
+            want = {"semantic": "semantic", "cleft": "cleft"}.get(cfg.task, "affinity")
             if want not in {h.kind for h in net_cfg.heads}:
                 raise InputError(f"--init {cfg.init} has heads {[h.name for h in net_cfg.heads]}, no {want!r} head for "
                                  f"a {cfg.task} net")
@@ -353,7 +368,7 @@ class Trainer:
         self.sampler = PatchSampler(_items(train_items), net_cfg.patch_size, input_masks=cfg.input_masks,
                                     loss_masks=cfg.loss_masks, augmenter=aug, read_size=read_size,
                                     balance=cfg.balance if cfg.balance != "auto" else
-                                    ("classes" if cfg.task == "semantic" else "none"))
+                                    {"semantic": "classes", "cleft": "clefts"}.get(cfg.task, "none"))
         # the validation sampler only reads the validation crop (_validation_sample): a validation volume may be
         # smaller than the training patch
         vshape = [r.shape for _, r in _items(val_items)]
@@ -395,7 +410,8 @@ class Trainer:
 
     @property
     def _rebalance(self) -> tuple[str, ...]:
-        return ("semantic",) if self.config.rebalance_semantic else ()
+        return (("semantic",) if self.config.rebalance_semantic else ()) + (
+            ("cleft",) if self.config.rebalance_cleft else ())
 
     def _batch_arrays(self, samples) -> tuple[np.ndarray, dict]:
         """Input ``(b, 1, z, y, x)`` and targets ``{head: (target, weight)}`` as numpy arrays."""
@@ -464,6 +480,8 @@ class Trainer:
                                             self.config.threshold, planar=self.config.planar_labels))
         if "semantic" in kinds and "semantic" in s:
             out["mean_iou"] = _mean_iou(prob[sl[kinds["semantic"]]], s["semantic"], s["mask"])
+        if "cleft" in kinds and "clefts" in s:
+            out.update(cleft_scores(prob[sl[kinds["cleft"]]][0], s["clefts"], self.net_config.resolution))
         return out
 
     def _score(self, v: dict):
@@ -471,6 +489,8 @@ class Trainer:
             return v["arand"]
         if "mean_iou" in v:
             return -v["mean_iou"]
+        if "cleft_f1" in v:
+            return (-v["cleft_f1"], v["loss"])
         return v["loss"]
 
     def _extra(self, metrics=None) -> dict:
@@ -643,7 +663,7 @@ def _hms(seconds: float) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
-_HEAD_CHANNELS = {"affinity": 3, "long_range": 9, "myelin": 1, "vessel": 1, "semantic": 5}
+_HEAD_CHANNELS = {"affinity": 3, "long_range": 9, "myelin": 1, "vessel": 1, "semantic": 5, "cleft": 1}
 
 
 def _segmentation_scores(aff, labels, mask, threshold, planar: bool = False) -> dict:
@@ -662,6 +682,29 @@ def _segmentation_scores(aff, labels, mask, threshold, planar: bool = False) -> 
     err, _, _ = adapted_rand_error(seg, gt)
     vs, vm = voi(seg, gt)
     return {"arand": float(err), "voi_split": float(vs), "voi_merge": float(vm)}
+
+
+def cleft_scores(prob, clefts, resolution, threshold: float = 0.5) -> dict:
+    """Validation scores of a (z, y, x) cleft probability map against true cleft ids ``clefts``:
+    ``cleft_precision``, ``cleft_recall``, ``cleft_f1`` (connected components of ``prob >
+    threshold`` with the paper's size filter, :func:`emkit.synapse.cleft_components`, matched to
+    the true clefts by overlap, :func:`emkit.evaluate.synapses.cleft_precision_recall`),
+    ``cleft_n_pred``, ``cleft_n_true`` and the voxel F1 ``cleft_voxel_f1``."""
+    from ..evaluate.synapses import cleft_precision_recall
+    from ..synapse import CleftParams, cleft_components
+
+    prob = np.asarray(prob, dtype=np.float32)
+    gt = np.asarray(clefts)
+    if gt.shape != prob.shape:
+        raise InputError(f"cleft probability of shape {prob.shape} and ground truth of shape {gt.shape} differ")
+    labels, _ = cleft_components(np.clip(prob, 0.0, 1.0), resolution, CleftParams(threshold=threshold))
+    sc = cleft_precision_recall(labels, gt.astype(np.uint64), resolution=resolution)
+    p, t = prob > threshold, gt != 0
+    tp = int(np.count_nonzero(p & t))
+    denom = int(np.count_nonzero(p)) + int(np.count_nonzero(t))
+    return {"cleft_precision": float(sc.precision), "cleft_recall": float(sc.recall), "cleft_f1": float(sc.f1),
+            "cleft_n_pred": int(sc.n_pred), "cleft_n_true": int(sc.n_true),
+            "cleft_voxel_f1": float(2 * tp / denom) if denom else 1.0}
 
 
 def split_per_section(seg) -> np.ndarray:
@@ -737,7 +780,7 @@ def adapted_model(init, resolution, *, downsample=None, patch_size=None):
 
 
 def _resolve_init(init, resolution) -> tuple[str, str | None]:
-    """A family name ("boundary", "semantic") that is not a path → the shipped model of that family
+    """A family name ("boundary", "semantic", "cleft") that is not a path → the shipped model of that family
     (``<family>``, ``<family>_*``) trained nearest ``resolution`` (smallest sum over z, y, x of
     |log(data nm / net nm)|), as ``emkit infer`` chooses; anything else as given. Returns
     (reference, note or None)."""
@@ -746,7 +789,7 @@ def _resolve_init(init, resolution) -> tuple[str, str | None]:
     from ..nets import checkpoint
 
     s = str(init)
-    if s not in ("boundary", "semantic") or Path(s).exists() or not hasattr(checkpoint, "shipped_models"):
+    if s not in ("boundary", "semantic", "cleft") or Path(s).exists() or not hasattr(checkpoint, "shipped_models"):
         return s, None
     models = checkpoint.shipped_models(s)
     if len(models) < 2:

@@ -8,6 +8,10 @@
   myelin detection, we used the same binary cross-entropy loss with inverse margin of 0.1, but no
   class rebalancing was used").
 * Semantic classes: plain binary cross-entropy per class channel.
+* Synaptic clefts: plain binary cross-entropy (paper, Methods *Synapse detection*: "binary cross
+  entropy loss"; the paper deliberately did not up-weight synaptic voxels, it fixed the labels'
+  false negatives instead). The imbalance is met by where patches fall
+  (:class:`emkit.train.sampler.PatchSampler`, ``balance="clefts"``).
 
 Every loss is a weighted mean over valid voxels: ``sum(w * bce) / sum(valid)``; the weights of
 a rebalanced channel average to 1 over its valid voxels, so losses of different heads are on one
@@ -27,6 +31,7 @@ LOSS_SETTINGS = {
     "myelin": (0.1, False),
     "vessel": (0.1, False),
     "semantic": (0.0, False),
+    "cleft": (0.0, False),
 }
 
 

@@ -8,6 +8,7 @@ phantom's output (:mod:`emkit.phantom.writer`) or a user's own volume imported w
     gt/segmentation    kind segmentation (uint64), required for boundary nets (0 = unlabelled)
     gt/semantic        kind segmentation, classes 0..5, required for semantic nets
     gt/myelin          kind mask or segmentation (nonzero = myelin), optional (myelin head)
+    gt/clefts          kind segmentation, synaptic cleft ids (0 = none), required for cleft nets
     masks/<name>       kind mask (uint8, 1 = masked), optional, any number
     gt/displacement.npz, gt/phantom.json   phantoms only (see "Frames" below)
 
@@ -36,7 +37,11 @@ augmenter reads around it may reach past the region, and is then zero (image, gr
 loss mask), so nothing outside the region is seen or scored. With ``balance="classes"`` (semantic
 nets' default) a patch is centred on a voxel of a semantic class drawn uniformly from the classes
 present, so rare classes (glia, vessel, somata at the edge of a volume) are seen as often as
-common ones; with ``"none"`` the patch position is uniform.
+common ones; with ``"none"`` the patch position is uniform. With ``balance="clefts"`` (cleft nets'
+default) a fraction ``cleft_fraction`` (0.8, ours) of the patches is centred on a voxel of a cleft
+drawn uniformly from the clefts of all volumes, the rest falls uniformly: synaptic voxels are
+~0.1 % of a phantom, so uniform patches would rarely hold one (paper, Methods *Synapse detection*:
+"a highly imbalanced classification task").
 
 Whole volumes are read into memory once (a few hundred MB at most for training sets of this
 size); larger volumes are read patch by patch.
@@ -53,12 +58,20 @@ from ..errors import InputError
 from ..geometry import Bbox
 from ..io import Layer, join_url, layer_exists, normalize_url
 
-__all__ = ["Volume", "open_dataset", "crop_dataset", "PatchSampler", "LEARNED_DEFECTS", "split_region"]
+__all__ = ["Volume", "open_dataset", "crop_dataset", "PatchSampler", "LEARNED_DEFECTS", "CLEFT_FRACTION",
+           "split_region"]
 
 LEARNED_DEFECTS = ("missing", "partial_missing", "blur", "slip", "step", "lost", "thick")
 """Defect masks that do not exclude the loss by default (the net learns to see through them)."""
 
+CLEFT_FRACTION = 0.8
+"""Share of cleft-centred patches with ``balance="clefts"`` (ours; the rest are uniform, so the net
+also sees the cleft-free neuropil, myelin and vessels it must not fire on)."""
+
 _IN_MEMORY_VOXELS = 64 * 1024 ** 2
+
+_LAYER_PATHS = {"image": "image", "labels": "gt/segmentation", "semantic": "gt/semantic", "myelin": "gt/myelin",
+                "clefts": "gt/clefts"}
 
 
 def _list_masks(url: str) -> list[str]:
@@ -84,7 +97,7 @@ class Volume:
     resolution: tuple
     size: tuple
     layers: dict = field(default_factory=dict)
-    """name ('image', 'labels', 'semantic', 'myelin', 'mask:<name>') -> Layer"""
+    """name ('image', 'labels', 'semantic', 'myelin', 'clefts', 'mask:<name>') -> Layer"""
     arrays: dict = field(default_factory=dict)
     """name -> in-memory array (same names)"""
     displacement: np.ndarray | None = None
@@ -139,17 +152,23 @@ def _phantom_displacement(url: str, shape) -> np.ndarray | None:
     return disp
 
 
-def open_dataset(url, *, need=("labels",), in_memory: bool | None = None) -> Volume:
+def open_dataset(url, *, need=("labels",), in_memory: bool | None = None, only=None) -> Volume:
     """Open a dataset folder (see the module docstring).
 
     Parameters
     ----------
     url : folder path or URL.
-    need : ground truth that must exist: any of "labels" (gt/segmentation), "semantic", "myelin".
+    need : ground truth that must exist: any of "labels" (gt/segmentation), "semantic", "myelin",
+        "clefts".
     in_memory : read whole layers into memory (default: when under 64 M voxels).
+    only : ground truth to open (names as in ``need``); None: every one that exists, except
+        gt/clefts, which is opened only when named in ``need`` or ``only`` (boundary and semantic
+        nets do not read it). Masks are always opened.
     """
     url = normalize_url(url)
-    names = {"image": "image", "labels": "gt/segmentation", "semantic": "gt/semantic", "myelin": "gt/myelin"}
+    if only is None:
+        only = tuple(k for k in _LAYER_PATHS if k != "clefts")
+    names = {k: v for k, v in _LAYER_PATHS.items() if k == "image" or k in only or k in need}
     if not layer_exists(join_url(url, "image")):
         raise InputError(f"dataset {url} has no 'image' layer (expected {join_url(url, 'image')})")
     layers = {}
@@ -178,14 +197,11 @@ def open_dataset(url, *, need=("labels",), in_memory: bool | None = None) -> Vol
 
         for k, lay in layers.items():
             a = lay.read()
-            if k in ("labels", "semantic", "myelin") and disp is not None:
+            if k in ("labels", "semantic", "myelin", "clefts") and disp is not None:
                 a = warp(a, disp, order=0)
             vol.arrays[k] = a
     vol.displacement = disp
     return vol
-
-
-_LAYER_PATHS = {"image": "image", "labels": "gt/segmentation", "semantic": "gt/semantic", "myelin": "gt/myelin"}
 
 
 def crop_dataset(src, dest, start, stop, *, overwrite: bool = False) -> str:
@@ -203,14 +219,14 @@ def crop_dataset(src, dest, start, stop, *, overwrite: bool = False) -> str:
 
     Returns
     -------
-    The URL of ``dest``. Every layer (image, gt/segmentation, gt/semantic, gt/myelin, masks/<name>)
+    The URL of ``dest``. Every layer (image, gt/segmentation, gt/semantic, gt/myelin, gt/clefts, masks/<name>)
     is copied with its kind and resolution; the copy starts at voxel offset 0. A phantom's ground
     truth is copied in the image's frame (as the sampler sees it), without its displacement field.
     """
     from ..errors import LayerExistsError
     from ..geometry import as_vec3
 
-    vol = open_dataset(src, need=())
+    vol = open_dataset(src, need=(), only=tuple(_LAYER_PATHS))
     start = as_vec3(start, "start", positive=False)
     stop = as_vec3(stop, "stop", positive=True)
     if any(a < 0 or b > s or a >= b for a, b, s in zip(start, stop, vol.size)):
@@ -258,17 +274,24 @@ class PatchSampler:
     read_size : function ``patch_size -> size`` the augmenter needs to read (context), or None.
     min_valid : resample (up to 20 tries) when fewer than this fraction of the patch's voxels are
         labelled and unmasked.
-    balance : "none" (uniform patch positions) or "classes" (centred on a voxel of a semantic class
-        drawn uniformly; needs ``gt/semantic`` in every volume).
+    balance : "none" (uniform patch positions), "classes" (centred on a voxel of a semantic class
+        drawn uniformly; needs ``gt/semantic`` in every volume) or "clefts" (a fraction
+        ``cleft_fraction`` centred on a voxel of a cleft drawn uniformly, the rest uniform; needs
+        ``gt/clefts`` in every volume and a cleft in one).
+    cleft_fraction : see ``balance="clefts"`` (0..1; default :data:`CLEFT_FRACTION`).
 
-    Samples hold ``image`` (uint8), ``labels`` (uint64), optionally ``semantic``, ``myelin``, and
-    ``mask`` (uint8, 1 = voxel counts in the loss).
+    Samples hold ``image`` (uint8), ``labels`` (uint64), optionally ``semantic``, ``myelin``,
+    ``clefts``, and ``mask`` (uint8, 1 = voxel counts in the loss).
     """
 
     def __init__(self, volumes, patch_size, *, input_masks=(), loss_masks="auto", augmenter=None,
-                 read_size=None, min_valid: float = 0.05, balance: str = "none"):
-        if balance not in ("none", "classes"):
-            raise InputError(f"balance must be 'none' or 'classes', got {balance!r}")
+                 read_size=None, min_valid: float = 0.05, balance: str = "none", cleft_fraction: float | None = None):
+        if balance not in ("none", "classes", "clefts"):
+            raise InputError(f"balance must be 'none', 'classes' or 'clefts', got {balance!r}")
+        cf = CLEFT_FRACTION if cleft_fraction is None else cleft_fraction
+        if isinstance(cf, bool) or not isinstance(cf, (int, float)) or not 0.0 <= float(cf) <= 1.0:
+            raise InputError(f"cleft_fraction must be a number in [0, 1], got {cleft_fraction!r}")
+        self.cleft_fraction = float(cf)
         self.items = []
         for v in volumes:
             vol, region = v if isinstance(v, tuple) else (v, Bbox((0, 0, 0), v.size))
@@ -292,6 +315,7 @@ class PatchSampler:
         self.weights = w / w.sum()
         self.balance = balance
         self._class_points = self._find_class_points() if balance == "classes" else None
+        self._cleft_points = self._find_cleft_points() if balance == "clefts" else None
 
     #: candidate patch centres kept per class and volume for class balancing (a fixed random subset)
     BALANCE_POINTS = 50_000
@@ -317,8 +341,37 @@ class PatchSampler:
             raise InputError("balance='classes': no voxel of classes 1..5 in the training volumes")
         return found
 
+    def _find_cleft_points(self) -> list:
+        """list over items of (k, 3) int32 output-patch starts centred on cleft voxels, and (k,)
+        cleft ids (unique per item), as ``[(starts, ids), ...]``."""
+        ps = np.array(self.patch_size)
+        pick = np.random.default_rng(0)
+        out = []
+        for vol, region in self.items:
+            if not vol.has("clefts"):
+                raise InputError(f"balance='clefts' needs gt/clefts in every volume; {vol.url} has none")
+            c = vol.read("clefts", region)
+            flat = np.flatnonzero(c)
+            if flat.size > self.BALANCE_POINTS:
+                flat = np.sort(pick.choice(flat, self.BALANCE_POINTS, replace=False))
+            ids = c.ravel()[flat]
+            idx = np.stack(np.unravel_index(flat, c.shape), axis=1)
+            starts = np.clip(idx - ps // 2, 0, np.array(region.shape) - ps) + np.array(region.start)
+            out.append((starts.astype(np.int32), ids.astype(np.uint64)))
+        if not sum(len(s) for s, _ in out):
+            raise InputError("balance='clefts': no cleft voxel (gt/clefts > 0) in the training volumes")
+        # clefts drawn uniformly: (item, id) -> its candidate rows
+        self._clefts = [(i, u) for i, (_, ids) in enumerate(out) for u in np.unique(ids)]
+        return out
+
     def _draw_start(self, rng: np.random.Generator) -> tuple[int, tuple]:
         """(item index, output-patch start) drawn as ``balance`` says."""
+        if self._cleft_points is not None:
+            if rng.random() < self.cleft_fraction:
+                i, cid = self._clefts[int(rng.integers(len(self._clefts)))]
+                starts, ids = self._cleft_points[i]
+                rows = np.flatnonzero(ids == cid)
+                return i, tuple(int(v) for v in starts[rows[int(rng.integers(len(rows)))]])
         if self._class_points is None:
             i = int(rng.choice(len(self.items), p=self.weights))
             region = self.items[i][1]
@@ -357,7 +410,7 @@ class PatchSampler:
     def read(self, vol: Volume, bbox: Bbox) -> dict:
         """The raw sample of ``vol`` in ``bbox`` (no augmentation), masks applied."""
         s = {"image": vol.read("image", bbox)}
-        for k in ("labels", "semantic", "myelin"):
+        for k in ("labels", "semantic", "myelin", "clefts"):
             if vol.has(k):
                 s[k] = vol.read(k, bbox)
         if vol.has("semantic"):

@@ -19,7 +19,8 @@ import numpy as np
 from ..affinity import NN_OFFSETS, affinities_from_labels
 from ..errors import InputError
 
-__all__ = ["affinity_targets", "binary_target", "zero_separates_labels", "resolve_background", "vessel_wall_target",
+__all__ = ["affinity_targets", "binary_target", "cleft_target", "zero_separates_labels", "resolve_background",
+           "vessel_wall_target",
            "semantic_targets", "make_targets",
            "N_SEMANTIC", "VESSEL_CLASS"]
 
@@ -122,6 +123,18 @@ def binary_target(mask_array, voxel_mask=None):
     return t, v
 
 
+def cleft_target(clefts, voxel_mask=None):
+    """(1, z, y, x) synaptic-cleft target: 1 where ``clefts`` (cleft ids, or a 0/1 mask) is
+    nonzero, 0 elsewhere; every voxel in ``voxel_mask`` is valid (paper, Methods *Synapse
+    detection*: each voxel "synaptic" or "non-synaptic", binary cross-entropy)."""
+    a = np.asarray(clefts)
+    if a.ndim != 3:
+        raise InputError(f"clefts must be a (z, y, x) array, got shape {a.shape}")
+    if not (np.issubdtype(a.dtype, np.integer) or a.dtype == bool):
+        raise InputError(f"clefts must be integer cleft ids (0 = none) or a boolean mask, got dtype {a.dtype}")
+    return binary_target(a, voxel_mask)
+
+
 def vessel_wall_target(semantic, labels, voxel_mask=None):
     """(1, z, y, x) blood-vessel wall target: semantic class 5 with a cell id (the lumen has
     id 0 in the phantom), valid wherever ``voxel_mask`` allows."""
@@ -151,7 +164,8 @@ def make_targets(sample: dict, config, background: str = "ignore",
     """``{head name: (target, valid)}`` for every head of ``config`` (a NetConfig).
 
     ``sample`` holds (z, y, x) arrays: ``labels`` (needed by affinity, long_range, vessel),
-    ``semantic`` (semantic, vessel), ``myelin`` (myelin), optional ``mask`` (1 = voxel counts).
+    ``semantic`` (semantic, vessel), ``myelin`` (myelin), ``clefts`` (cleft), optional ``mask``
+    (1 = voxel counts).
     A head whose ground truth is missing from the sample raises InputError naming it.
     ``background`` and ``planar``: see :func:`affinity_targets`.
     """
@@ -175,6 +189,8 @@ def make_targets(sample: dict, config, background: str = "ignore",
             out[h.name] = vessel_wall_target(need("semantic", h), need("labels", h), vm)
         elif h.kind == "semantic":
             out[h.name] = semantic_targets(need("semantic", h), vm)
+        elif h.kind == "cleft":
+            out[h.name] = cleft_target(need("clefts", h), vm)
         else:  # pragma: no cover - HeadSpec validates kinds
             raise InputError(f"unknown head kind {h.kind!r}")
     return out

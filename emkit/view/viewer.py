@@ -32,10 +32,14 @@ class ViewerHandle:
     state : the Neuroglancer JSON state the viewer started with.
     layers : the :class:`~emkit.view.layers.LayerRef` shown, in the order given.
     file_server : the server of local layers, or None when every layer is remote.
+    synapses : ``{annotation layer name: {"table", "folder", "segmentation_layer"}}`` of the synapse
+        output folders shown (see :func:`emkit.view.center_on_synapse`).
     """
 
-    def __init__(self, viewer, state: dict, layers: list[LayerRef], file_server: FileServer | None):
+    def __init__(self, viewer, state: dict, layers: list[LayerRef], file_server: FileServer | None,
+                 synapses: dict | None = None):
         self.viewer = viewer
+        self.synapses = synapses or {}
         self.state = state
         self.layers = layers
         self.file_server = file_server
@@ -138,6 +142,7 @@ def serve(
     segmentation layer, ``mask`` → image layer with a coloured, half transparent shader.
     """
     refs = resolve_layers(urls, names)
+    refs, synapses = _add_synapse_partners(urls, refs)
     server = FileServer(bind=bind) if any(r.is_local for r in refs) else None
 
     def source(ref: LayerRef) -> str:
@@ -147,13 +152,84 @@ def serve(
 
     try:
         state = neuroglancer_state(refs, sources=source, layout=layout, position_zyx=position_zyx)
+        _add_synapse_layers(state, synapses)
         viewer = _start_neuroglancer(bind, port)
         viewer.set_state(state)
     except BaseException:
         if server is not None:
             server.stop()
         raise
-    return ViewerHandle(viewer, state, refs, server)
+    return ViewerHandle(viewer, state, refs, server, synapses)
+
+
+def _url_list(urls) -> list:
+    if isinstance(urls, dict):
+        return list(urls.values())
+    if isinstance(urls, (str, os.PathLike)):
+        return [urls]
+    return [u for u in urls if isinstance(u, (str, os.PathLike))]
+
+
+def _add_synapse_partners(urls, refs: list[LayerRef]):
+    """Synapse output folders among/below ``urls``: their tables, and the image and segmentation
+    layers they were made from (added when not shown yet, so the synapses' partners can be seen)."""
+    from ..io.layer import layer_exists, normalize_url
+    from ..synapse.table import read_synapse_table
+    from .layers import describe_layer
+    from .synapses import _provenance, find_synapse_folders
+
+    found: dict = {}
+    for u in _url_list(urls):
+        for name, folder in find_synapse_folders(u).items():
+            if folder not in [f["folder"] for f in found.values()]:
+                found[name] = {"folder": folder}
+    if not found:
+        return refs, {}
+    refs = list(refs)
+    names = {r.name for r in refs}
+    by_url = {normalize_url(r.url).rstrip("/"): r.name for r in refs}
+    out = {}
+    for name, info in found.items():
+        prov = _provenance(info["folder"])
+        layers = prov.get("layers") or {}
+        seg_name = None
+        for role in ("image", "segmentation"):
+            url = layers.get(role)
+            if not url or not layer_exists(url):
+                continue
+            key = normalize_url(url).rstrip("/")
+            if key not in by_url:
+                n, k = role, 2
+                while n in names:
+                    n, k = f"{role}-{k}", k + 1
+                ref = describe_layer(url, n)
+                refs.append(ref)
+                names.add(n)
+                by_url[key] = n
+            if role == "segmentation":
+                seg_name = by_url[key]
+        lname = "synapses" if len(found) == 1 else f"{name}/synapses"
+        while lname in names:
+            lname += "_"
+        names.add(lname)
+        out[lname] = {"table": read_synapse_table(info["folder"]), "folder": info["folder"],
+                      "segmentation_layer": seg_name}
+    return refs, out
+
+
+def _add_synapse_layers(state: dict, synapses: dict) -> None:
+    from .synapses import synapse_annotation_layer
+
+    if not synapses or "dimensions" not in state:
+        return
+    d = state["dimensions"]
+    res = (d["z"][0] * 1e9, d["y"][0] * 1e9, d["x"][0] * 1e9)
+    for lname, info in synapses.items():
+        seg = info["segmentation_layer"]
+        state["layers"].append(synapse_annotation_layer(info["table"], res, name=lname, segmentation_layer=seg))
+        for layer in state["layers"]:
+            if seg and layer["name"] == seg:
+                layer.pop("visible", None)
 
 
 def show(urls: str | os.PathLike | Iterable | dict, **kwargs) -> ViewerHandle:

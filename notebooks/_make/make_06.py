@@ -1,4 +1,4 @@
-"""Write notebooks/06_finetune_your_data.ipynb (narrative + library calls only).
+"""Write notebooks/06_synapses.ipynb (narrative + library calls only).
 
 Run from anywhere: ``python notebooks/_make/make_06.py [OUT.ipynb]``.
 """
@@ -10,135 +10,104 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 md, code = new_markdown_cell, new_code_cell
 cells = [
-    md("# Fine-tune the boundary net on your own annotated crop\n\n"
-       "The shipped nets were trained on emkit's phantom (and `boundary_iso` on one real FIB-SEM crop): on "
-       "your microscope, your tissue and your staining they are a starting point. The paper's nets were "
-       "trained on the volume they segmented; the user's way to get there is to annotate a small crop — "
-       "every body in it labelled — and fine-tune on it (paper, Methods: *Boundary detection*, where the "
-       "training set was ~1,000 µm³ of annotated EM).\n\n"
-       "This notebook walks through it with two TIFF stacks, an image and its labels (same shape, "
-       "z, y, x; 0 = unlabelled):\n\n"
-       "1. import them as a *dataset folder* (what `emkit import` writes);\n"
-       "2. keep a part of the crop out of training, to score on;\n"
-       "3. score the shipped net on that part (**before**);\n"
-       "4. fine-tune with `--init boundary` (the ETA is printed after ten iterations);\n"
-       "5. score the fine-tuned net on the same part (**after**), at three agglomeration thresholds.\n\n"
-       "By default it uses a small crop of real FIB-SEM (Drosophila, Janelia FlyEM, 10 nm isotropic; "
-       "`tests/data/gala_fib`, BSD-style licence, see its ATTRIBUTION.md) so that it runs in a minute or "
-       "two. Set `IMAGE_TIFF`, `LABELS_TIFF` and `RESOLUTION` to your own files, and `ITERATIONS` to "
-       "a few thousand for a real fine-tune."),
-    code("# parameters: small by default so the notebook runs in a minute or two on a laptop CPU\n"
-         "import emkit\n"
-         "from pathlib import Path\n"
-         "EXAMPLE = Path(emkit.__file__).resolve().parents[1] / 'tests' / 'data' / 'gala_fib'\n"
-         "IMAGE_TIFF = EXAMPLE / 'gala_fib_tiny_crop_24x128x80_image.tif'    # your EM stack (z, y, x)\n"
-         "LABELS_TIFF = EXAMPLE / 'gala_fib_tiny_crop_24x128x80_labels.tif'  # its labels, 0 = unlabelled\n"
-         "RESOLUTION = (10, 10, 10)     # voxel size in nm (z, y, x): your microscope's\n"
-         "HELDOUT_FRACTION = 0.375      # the last part of y is kept out of training and scored\n"
-         "INIT = 'boundary'             # start from the shipped boundary net nearest RESOLUTION\n"
-         "ITERATIONS = 60               # gradient steps (a real fine-tune: thousands)\n"
-         "PATCH = (16, 32, 32)          # training patch (z, y, x); larger is better if your crop allows\n"
-         "LR = 1e-3                     # AMSGrad learning rate (paper: 0.001)\n"
-         "THRESHOLDS = (0.3, 0.5, 0.7)  # agglomeration cuts to score\n"
-         "THREADS = None                # torch CPU threads (None: torch's default)\n"
-         "OUT_DIR = None                # None: a temporary folder; or a path",
+    md("# Synapses and the wiring diagram\n\n"
+       "The last step of the reconstruction (paper: *Synapse detection and partner assignment*, Fig. 1b). "
+       "A **cleft net** predicts, per voxel, the probability of a synaptic cleft; thresholding it and taking "
+       "**connected components** (across chunks, for big volumes) gives the clefts, with their size, bounding "
+       "box and centroid. A **partner net**, shown the image and one cleft, paints the presynaptic and the "
+       "postsynaptic side; the segments with the largest mean painted weight are the partners. Clefts within "
+       "**700 nm** with the same partners are merged and **autapses** (pre = post) dropped. The result is a "
+       "synapse table and a directed graph between segments: the wiring diagram.\n\n"
+       "Where a shipped net is not installed, the phantom's ground truth stands in for it (`truth:DIR`, an "
+       "*oracle*, said so below)."),
+    code("# parameters: small by default so the notebook runs in a minute or two\n"
+         "SIZE = (24, 256, 256)   # voxels, z, y, x, at 40 x 8 x 8 nm\n"
+         "SEED = 2\n"
+         "OUT_DIR = None          # None: a temporary folder; or a path\n"
+         "SERVE = True            # open the result in Neuroglancer\n"
+         "CLEFT_MODEL = 'cleft'   # shipped cleft net (or a checkpoint)\n"
+         "PARTNER_MODEL = 'partner'",
          metadata={"tags": ["parameters"]}),
     code("import tempfile\n"
+         "import matplotlib.pyplot as plt\n"
          "import pandas as pd\n"
-         "from emkit.io import Layer, import_volume\n"
-         "from emkit.train import TrainConfig, Trainer, adapted_model\n"
-         "from emkit.train.sampler import crop_dataset\n"
-         "from emkit.nets import load\n"
-         "from emkit.inference import predict\n"
-         "from emkit.segment import segment\n"
-         "from emkit.evaluate import evaluate, sweep\n"
-         "from emkit_widgets import plots\n"
-         "out_dir = Path(OUT_DIR or tempfile.mkdtemp(prefix='emkit-finetune-'))"),
-    md("## 1. Your crop as a dataset folder\n\n"
-       "A dataset folder holds `image` and `gt/segmentation` as Precomputed layers (optionally "
-       "`masks/<name>` for regions to leave out of the loss). `import_volume` is what "
-       "`emkit import` runs; the command-line equivalent of this cell is\n\n"
-       "```bash\n"
-       "emkit import image.tif mine/image --kind image --resolution 10,10,10\n"
-       "emkit import labels.tif mine/gt/segmentation --kind segmentation --resolution 10,10,10\n"
-       "```\n\n"
-       "Label 0 means *unlabelled*. If your annotation draws membranes as 0 between the bodies (no two "
-       "bodies touch, as in FlyEM's ground truth), training sees that and treats label 0 as boundary "
-       "(`background='auto'`); otherwise edges touching label 0 are left out of the loss."),
-    code("mine = out_dir / 'mine'\n"
-         "image_layer = import_volume(IMAGE_TIFF, mine / 'image', 'image', resolution=RESOLUTION, progress=False)\n"
-         "labels_layer = import_volume(LABELS_TIFF, mine / 'gt' / 'segmentation', 'segmentation',\n"
-         "                             resolution=RESOLUTION, progress=False)\n"
-         "image_layer.size, labels_layer.size, image_layer.resolution"),
-    md("## 2. Keep a part out of training\n\n"
-       "Scores on the voxels a net was trained on say little. The last `HELDOUT_FRACTION` of the crop in "
-       "y becomes `heldout/` and is never trained on; the rest becomes `train/` (the training loop itself "
-       "holds out the last 20 % of *that* in y to choose the best checkpoint)."),
-    code("Z, Y, X = image_layer.size\n"
-         "split = int(round(Y * (1 - HELDOUT_FRACTION)))\n"
-         "train_ds = crop_dataset(mine, out_dir / 'train', (0, 0, 0), (Z, split, X))\n"
-         "heldout_ds = crop_dataset(mine, out_dir / 'heldout', (0, split, 0), (Z, Y, X))\n"
-         "image = Layer(heldout_ds + '/image').read()\n"
-         "gt = Layer(heldout_ds + '/gt/segmentation').read()\n"
-         "{'train (z, y, x)': (Z, split, X), 'held out (z, y, x)': image.shape}"),
-    md("## 3. Before: the shipped net on the held-out part\n\n"
-       "`adapted_model(INIT, RESOLUTION)` is exactly the net fine-tuning starts from: the shipped boundary "
-       "net trained nearest your resolution; when that resolution is not yours, its weights are kept and "
-       "its down-sampling and long-range offsets are re-derived for your voxel size (every weight keeps its "
-       "shape). We run it over the held-out image, segment the affinities (watershed + mean-affinity "
-       "agglomeration) and score against the labels: adapted Rand error (0 is perfect) and variation of "
-       "information (split / merge, bits), at several cuts of the merge history."),
-    code("def scores(model, name):\n"
-         "    aff = predict(model, image, resolution=RESOLUTION, progress=False)\n"
-         "    seg, sv, history = segment(aff, threshold=0.5)\n"
-         "    rows = sweep(history, sv, gt, THRESHOLDS)\n"
-         "    table = pd.DataFrame([{'net': name, **{k: r[k] for k in ('threshold', 'arand', 'voi_split', 'voi_merge')}}\n"
-         "                          for r in rows])\n"
-         "    return aff, seg, table\n"
-         "\n"
-         "start, note = adapted_model(INIT, RESOLUTION, patch_size=PATCH)\n"
-         "print(note or f'{INIT}: trained at this resolution, used as is')\n"
-         "aff_before, seg_before, before = scores(start, 'before')\n"
-         "before"),
-    md("## 4. Fine-tune\n\n"
-       "`TrainConfig(init=INIT, …)` is `emkit train boundary --data train/ --init boundary`: the same net, "
-       "the paper's loss (binary cross-entropy with class rebalancing) and optimiser (AMSGrad), and "
-       "augmentations suited to the data (for isotropic voxels: flips, intensity, warps and mild slice "
-       "defects). After ten iterations it prints an **ETA** for the whole run, and again after the first "
-       "validation. The command-line form:\n\n"
-       "```bash\n"
-       "emkit train boundary --data train --init boundary --iterations 2000 --patch 16,32,32 --out runs/tuned\n"
-       "```"),
-    code("cfg = TrainConfig(task='boundary', data=(train_ds,), init=INIT, iterations=ITERATIONS, patch_size=PATCH,\n"
-         "                  lr=LR, val_interval=max(ITERATIONS // 3, 1), checkpoint_interval=ITERATIONS,\n"
-         "                  threads=THREADS, out_dir=str(out_dir / 'run'), progress=False)\n"
-         "result = Trainer(cfg).run()\n"
-         "{'background': result.log['background'], 'augment': result.log['augment'],\n"
-         " 'validation': result.log['validation_source'], 'eta printed': result.log.get('eta'),\n"
-         " 'seconds': result.log['wall_seconds']}"),
-    code("plots.loss_curve(result.log);"),
-    md("## 5. After: the fine-tuned net on the same held-out part\n\n"
-       "`best.pt` is the checkpoint with the best validation score (`last.pt` the final one). Use it for "
-       "the rest of your volume with `emkit infer runs/tuned/best.pt image affinities`, then "
-       "`emkit segment`."),
-    code("tuned = load(result.best or result.last)\n"
-         "aff_after, seg_after, after = scores(tuned, 'after')\n"
-         "table = pd.concat([before, after], ignore_index=True)\n"
-         "table"),
-    code("plots.affinities_vs_truth(image, aff_after, gt);"),
-    md("## What to expect, and what next\n\n"
-       "* With the defaults (a 24 × 128 × 80 crop, sixty iterations) the numbers move little and noisily: "
-       "this is a walk-through. On the project's 1 M-voxel FIB-SEM crop, fine-tuning for ~1,500 iterations "
-       "(about an hour on a 2-core CPU) is what made `boundary_iso`; its held-out scores are in "
-       "`emkit/models/README.md`.\n"
-       "* Annotate densely: every body in the crop, membranes either as 0 or as the border between labels. "
-       "Mark what you did not annotate as a mask (`masks/ignore`): it is left out of the loss.\n"
-       "* Tune the agglomeration on the held-out part (notebook 05 and `emkit tune`), then segment the "
-       "whole volume with those parameters."),
+         "from emkit.io import Layer, join_url\n"
+         "from emkit.nets import available_models\n"
+         "from emkit.phantom import make_phantom, write_phantom\n"
+         "from emkit.synapse import (SynapseParams, find_synapses, synapses_layers, edge_list, adjacency_matrix,\n"
+         "                           to_networkx, graph_summary)\n"
+         "from emkit.synapse.truth import load_truth\n"
+         "from emkit.evaluate import synapse_scores\n"
+         "from emkit.view import serve, center_on_synapse\n"
+         "from emkit_widgets.cleft_tuner import CleftTuner\n"
+         "out_dir = OUT_DIR or tempfile.mkdtemp(prefix='emkit-synapses-')"),
+    md("## 1. A phantom with synapses\n\n"
+       "The phantom places synapses where an axon's bouton touches a dendrite, about one per µm³, and writes "
+       "their clefts (`gt/clefts`) and partner table (`gt/synapses.parquet`). The image shows the tissue with "
+       "its defects; `load_truth` brings the true clefts into the image's frame."),
+    code("ph = make_phantom(SIZE, seed=SEED)\n"
+         "write_phantom(ph, out_dir, overwrite=True, progress=False)\n"
+         "truth = load_truth(out_dir)\n"
+         "image = ph.image\n"
+         "segmentation = Layer.open(join_url(out_dir, 'gt/image_frame/segmentation')).read()\n"
+         "cleft_model = CLEFT_MODEL if CLEFT_MODEL in available_models() else f'truth:{out_dir}'\n"
+         "partner_model = PARTNER_MODEL if PARTNER_MODEL in available_models() else f'truth:{out_dir}'\n"
+         "print('cleft:', cleft_model, '| partner:', partner_model)\n"
+         "truth.table"),
+    md("## 2. Cleft probability, threshold and size\n\n"
+       "The cleft net's probability map, then a threshold and a minimum size (paper: 40 voxels at "
+       "8 × 8 × 40 nm). Move the sliders: the clefts are found again and scored against the true ones "
+       "(a found cleft is right when it overlaps a true one; `emkit.evaluate.cleft_precision_recall`)."),
+    code("res = find_synapses(image, segmentation, resolution=ph.resolution, cleft_model=cleft_model,\n"
+         "                    partner_model=partner_model, return_all=True)\n"
+         "tuner = CleftTuner(res['cleft_prob'], truth.clefts, resolution=ph.resolution)\n"
+         "tuner.widget()"),
+    code("pd.DataFrame([tuner.scores(t) for t in (0.3, 0.5, 0.7, 0.9)]).round(3)"),
+    md("## 3. The synapse table\n\n"
+       "One row per synapse after the 700 nm same-partner merge and the autapse filter: partners, centroid "
+       "(nm), size, bounding box, cleft score (mean probability) and assignment score, and the cleft "
+       "components it was made of. `emkit synapses IMAGE SEG OUT` writes it as `synapses.parquet`."),
+    code("table = res['table']\n"
+         "table.head(10)"),
+    code("scores = synapse_scores(table, res['clefts'], truth.table, truth.clefts, ph.resolution)\n"
+         "pd.Series(scores).drop('resolution_nm')"),
+    md("## 4. The wiring diagram\n\n"
+       "The edge list counts synapses per (pre, post) pair; `adjacency_matrix` gives the same as a sparse "
+       "matrix with its segment order, and `to_networkx` a `networkx.DiGraph` for graph analysis."),
+    code("edges = edge_list(table)\n"
+         "matrix, ids = adjacency_matrix(table)\n"
+         "fig, ax = plt.subplots(figsize=(5, 5))\n"
+         "ax.imshow(matrix.toarray(), cmap='Blues', interpolation='nearest')\n"
+         "ax.set_xticks(range(len(ids)), [str(i) for i in ids], rotation=90)\n"
+         "ax.set_yticks(range(len(ids)), [str(i) for i in ids])\n"
+         "ax.set_xlabel('postsynaptic segment'); ax.set_ylabel('presynaptic segment')\n"
+         "ax.set_title('connectivity matrix (synapse count)')\n"
+         "plt.show()\n"
+         "graph = to_networkx(table)\n"
+         "graph_summary(table)"),
+    md("## 5. The same, chunk by chunk\n\n"
+       "`synapses_layers` (the `emkit synapses` command) runs each step over Precomputed layers: cleft "
+       "inference, connected components merged across chunk faces, partner assignment, then the merge and "
+       "the table. The result equals the array form's."),
+    code("report = synapses_layers(join_url(out_dir, 'image'), join_url(out_dir, 'gt/image_frame/segmentation'),\n"
+         "                         join_url(out_dir, 'synapses'), cleft_model=cleft_model, partner_model=partner_model,\n"
+         "                         chunk_size=(SIZE[0] // 2, 128, 128), overwrite=True, progress=False)\n"
+         "chunked = pd.read_parquet(f\"{out_dir}/synapses/synapses.parquet\")\n"
+         "print(report['n_synapses'], 'synapses; same table as the array form:',\n"
+         "      chunked.drop(columns='cleft_ids').round(6).equals(table.drop(columns='cleft_ids').round(6)))"),
+    md("## 6. Look at a synapse in Neuroglancer\n\n"
+       "Serving the dataset folder shows the synapses as points linked to their partner segments; "
+       "`center_on_synapse` moves the view to one and shows its two partners (in the viewer, clicking a "
+       "synapse in the annotation list does the same)."),
+    code("if SERVE and len(table):\n"
+         "    viewer = serve(out_dir)\n"
+         "    biggest = int(table.sort_values('size_voxels').iloc[-1]['id'])\n"
+         "    print('centred on synapse', biggest, 'at z, y, x voxels', center_on_synapse(viewer, biggest))\n"
+         "    print(viewer.url)\n"
+         "    display(viewer)"),
 ]
-
-nb = new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                                         "language": "python"}})
-out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[1] / "06_finetune_your_data.ipynb"
-nbformat.write(nb, out)
-print(f"wrote {out}")
+nb = new_notebook(cells=cells, metadata={"kernelspec": {"display_name": "Python 3", "language": "python",
+                                                        "name": "python3"}})
+nbformat.validate(nb)
+out = sys.argv[1] if len(sys.argv) > 1 else Path(__file__).resolve().parents[1] / "06_synapses.ipynb"
+nbformat.write(nb, str(out))

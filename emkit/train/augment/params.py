@@ -171,6 +171,11 @@ PRESETS = {
     # that list, so the slip type is that of Lee et al. 2017 (target slipped too).
     "semantic": AugmentParams(warp=0.0, out_of_focus=0.0, lost_section=0.0, lost_missing=0.0, d_max=(5, 15, 25),
                               slip_target=True, misalignment=0.4, missing_section=0.3, misalignment_missing=0.1),
+    # Cleft net: the paper's list for it is the semantic net's — flip & rotate, brightness & contrast,
+    # misalignment, missing section, misalignment + missing (Methods, Synapse detection); the paper gives
+    # no d_max for it, so the semantic net's 5/15/25 (and its target slip) are kept.
+    "cleft": AugmentParams(warp=0.0, out_of_focus=0.0, lost_section=0.0, lost_missing=0.0, d_max=(5, 15, 25),
+                           slip_target=True, misalignment=0.4, missing_section=0.3, misalignment_missing=0.1),
     # Isotropic FIB-SEM (ours; the paper's data was ssTEM): the volume is milled, not cut into sections,
     # so the section defects of ssTEM (lost sections, large misalignments) are rare; keep flips, intensity,
     # warps and mild section-wise blur / misalignment / missing slices (d_max 2/4/8 voxels).
@@ -184,7 +189,7 @@ PRESETS = {
 
 
 def preset(name: str) -> AugmentParams:
-    """The named preset: ``"boundary"`` (d_max 10/30/50), ``"semantic"`` (5/15/25), ``"isotropic"``
+    """The named preset: ``"boundary"`` (d_max 10/30/50), ``"semantic"`` and ``"cleft"`` (5/15/25), ``"isotropic"``
     (FIB-SEM: no lost sections, d_max 2/4/8) or ``"none"``."""
     try:
         return PRESETS[str(name).lower()]
