@@ -409,13 +409,10 @@ def skeleton_layers(
     cf.put_json(f"{skeleton_dir}/info", {"@type": "neuroglancer_skeletons", "transform": [1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0],
                                          "vertex_attributes": _STORED_ATTRS})
 
-    chunk = layer.chunk_size
+    from .runtime.plan import storage_task_size
+
     bounds = layer.bbox
-    ts = ((chunk[0], 4 * chunk[1], 4 * chunk[2]) if task_size is None
-          else as_vec3(task_size, "task size", positive=True))
-    if any(t % c for t, c in zip(ts, chunk)):
-        raise InputError(f"task size {ts} must be a multiple of the storage chunk {chunk} (z,y,x)")
-    ts = tuple(min(t, -(-s // c) * c) for t, s, c in zip(ts, bounds.shape, chunk))
+    ts = storage_task_size(layer.chunk_size, bounds.shape, task_size)
 
     own = None
     if client is None and (scheduler is not None or workers != 0):

@@ -12,12 +12,25 @@ from typing import Iterator, Sequence
 from ..errors import BboxError, InputError
 from ..geometry import Bbox, as_vec3, chunk_grid
 
-__all__ = ["ChunkSpec", "plan_chunks", "count_chunks", "check_aligned", "chunk_name"]
+__all__ = ["ChunkSpec", "plan_chunks", "count_chunks", "check_aligned", "chunk_name", "storage_task_size"]
 
 
 def chunk_name(bbox: Bbox) -> str:
     """File-name-safe name of a box: ``z0-z1_y0-y1_x0-x1`` (voxels)."""
     return "_".join(f"{a}-{b}" for a, b in zip(bbox.start, bbox.stop))
+
+
+def storage_task_size(storage_chunk: Sequence[int], shape: Sequence[int], task_size=None,
+                      default_factors=(1, 4, 4)) -> tuple[int, int, int]:
+    """A task box of whole storage chunks (z, y, x voxels): ``task_size`` (which must be a multiple
+    of ``storage_chunk``) or ``storage_chunk × default_factors``, clipped to the chunks covering
+    ``shape``. Tasks that write whole storage chunks never share one."""
+    chunk = tuple(int(c) for c in storage_chunk)
+    ts = (tuple(c * f for c, f in zip(chunk, default_factors)) if task_size is None
+          else as_vec3(task_size, "task size", positive=True))
+    if any(t % c for t, c in zip(ts, chunk)):
+        raise InputError(f"task size {tuple(ts)} must be a multiple of the storage chunk {chunk} (z,y,x)")
+    return tuple(min(t, -(-int(s) // c) * c) for t, s, c in zip(ts, shape, chunk))
 
 
 @dataclass(frozen=True)
