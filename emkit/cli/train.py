@@ -95,14 +95,7 @@ def run(args) -> int:
 
         mod, fn = {"partner": ("emkit.synapse.partner_train", "train_partner_cli"),
                    "defects": ("emkit.detect.train", "train_defects_cli")}[args.task]
-        try:
-            train_cli = getattr(importlib.import_module(mod), fn)
-        except (ModuleNotFoundError, AttributeError) as e:
-            if isinstance(e, ModuleNotFoundError) and e.name not in (mod, mod.rsplit(".", 1)[0]):
-                raise
-            from ..errors import InputError
-
-            raise InputError(f"emkit train {args.task}: {mod}.{fn} is not available in this emkit ({e})") from None
+        train_cli = getattr(importlib.import_module(mod), fn)
         print(json.dumps(train_cli(args), indent=2, default=str))
         return 0
     from ..errors import InputError
