@@ -31,7 +31,7 @@ sys.path.insert(0, str(HERE))
 from _cli import machine, sh  # noqa: E402
 
 
-THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98)
+THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999)
 
 
 def score_dataset(dataset, prob_url, threshold: float = 0.5, merges=(None, 700.0)) -> list[dict]:
