@@ -32,6 +32,7 @@ import os
 import re
 import time
 from dataclasses import asdict, dataclass, fields
+from functools import partial
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -342,13 +343,10 @@ def mesh_layers(
     bounds = layer.bbox
     ts = storage_task_size(layer.chunk_size, bounds.shape, task_size)
 
-    own = None
-    if client is None and (scheduler is not None or workers != 0):
-        from .runtime import Cluster
+    from .runtime import map_batches, stage_client
 
-        own = client = Cluster(n_workers=workers, scheduler=scheduler, quiet=not progress)
     t0 = time.perf_counter()
-    try:
+    with stage_client(client, workers=workers, scheduler=scheduler, progress=progress) as client:
         rep = map_chunks(MeshChunkTask(layer.url, params.to_dict()), bounds, ts, origin=bounds.start,
                          client=client, workers=0 if client is None else None, retries=retries,
                          progress=progress, desc="mesh")
@@ -361,21 +359,11 @@ def mesh_layers(
                 nfrag += 1
         items = sorted(groups.items())
         batches = [items[i:i + 64] for i in range(0, len(items), 64)]
-        if client is None:
-            for b in batches:
-                _merge_batch(layer.url, mesh_dir, b)
-        elif batches:
-            dclient = getattr(client, "client", client)
-            futs = dclient.map(_merge_batch, [layer.url] * len(batches), [mesh_dir] * len(batches), batches,
-                               pure=False, retries=retries)
-            dclient.gather(futs)
+        map_batches(partial(_merge_batch, layer.url, mesh_dir), batches, client, retries=retries)
         stale = list(cf.list(prefix=_STAGING + "/"))
         if stale:
             cf.delete(stale)
         info["mesh"] = mesh_dir
         cf.put_json("info", info)
-    finally:
-        if own is not None:
-            own.close()
     return MeshReport(url=layer.url, mesh_dir=mesh_dir, segments=len(groups), fragments=nfrag, chunks=rep.total,
                       seconds=time.perf_counter() - t0, params=params.to_dict(), dashboard_link=rep.dashboard_link)

@@ -351,14 +351,11 @@ def pyramid_layers(
     info["scales"] = scales + _make_scales(scales[0], factors)
     cf.put_json("info", info)
 
-    own = None
-    if client is None and (scheduler is not None or workers != 0):
-        from .runtime import Cluster
+    from .runtime import stage_client
 
-        own = client = Cluster(n_workers=workers, scheduler=scheduler, quiet=not progress)
     t0 = time.perf_counter()
     nchunks, link = 0, ""
-    try:
+    with stage_client(client, workers=workers, scheduler=scheduler, progress=progress) as client:
         bpv = layer.dtype.itemsize * layer.num_channels
         for first, last, ts in _passes(info["scales"], factors, bpv, task_size):
             sc = info["scales"][last]
@@ -370,9 +367,6 @@ def pyramid_layers(
                              workers=0 if client is None else None, retries=retries, progress=progress, desc=desc)
             nchunks += rep.total
             link = rep.dashboard_link or link
-    finally:
-        if own is not None:
-            own.close()
     res = [list(map(float, s["resolution"][::-1])) for s in info["scales"][1:]]
     sizes = [list(s["size"][::-1]) for s in info["scales"][1:]]
     return PyramidReport(url=layer.url, kind=kind, method=method, factors=[list(f) for f in factors],

@@ -28,6 +28,7 @@ import os
 import re
 import time
 from dataclasses import asdict, dataclass, field, fields
+from functools import partial
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -324,7 +325,7 @@ def _encode(skel) -> bytes:
     return skel.to_precomputed()
 
 
-def _merge_batch(url: str, skel_dir: str, groups: list, params: dict) -> list:
+def _merge_batch(url: str, skel_dir: str, params: dict, groups: list) -> list:
     from cloudvolume import Skeleton
 
     p = SkeletonParams.from_dict(params)
@@ -414,13 +415,10 @@ def skeleton_layers(
     bounds = layer.bbox
     ts = storage_task_size(layer.chunk_size, bounds.shape, task_size)
 
-    own = None
-    if client is None and (scheduler is not None or workers != 0):
-        from .runtime import Cluster
+    from .runtime import map_batches, stage_client
 
-        own = client = Cluster(n_workers=workers, scheduler=scheduler, quiet=not progress)
     t0 = time.perf_counter()
-    try:
+    with stage_client(client, workers=workers, scheduler=scheduler, progress=progress) as client:
         rep = map_chunks(SkeletonChunkTask(layer.url, params.to_dict()), bounds, ts, origin=bounds.start,
                          client=client, workers=0 if client is None else None, retries=retries,
                          progress=progress, desc="skeleton")
@@ -437,26 +435,14 @@ def skeleton_layers(
                 nfrag += 1
         items = sorted(groups.items())
         batches = [items[i:i + 64] for i in range(0, len(items), 64)]
-        rows = []
-        if client is None:
-            for b in batches:
-                rows += _merge_batch(layer.url, skeleton_dir, b, params.to_dict())
-        elif batches:
-            dclient = getattr(client, "client", client)
-            n = len(batches)
-            futs = dclient.map(_merge_batch, [layer.url] * n, [skeleton_dir] * n, batches, [params.to_dict()] * n,
-                               pure=False, retries=retries)
-            for r in dclient.gather(futs):
-                rows += r
+        rows = [r for rs in map_batches(partial(_merge_batch, layer.url, skeleton_dir, params.to_dict()), batches,
+                                        client, retries=retries) for r in rs]
         for prefix in (_STAGING + "/", _COUNTS + "/"):
             stale = list(cf.list(prefix=prefix))
             if stale:
                 cf.delete(stale)
         info["skeletons"] = skeleton_dir
         cf.put_json("info", info)
-    finally:
-        if own is not None:
-            own.close()
     table = _table_from_rows(rows, voxels, syn_counts)
     if table_path is not None:
         d = os.path.dirname(os.path.abspath(table_path))

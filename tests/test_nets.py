@@ -151,6 +151,10 @@ def test_import_is_light():
 
 @pytest.mark.parametrize("shape,kernel", [((1, 16, 16, 64, 64), (3, 3, 3)),   # permuted to stay on oneDNN
                                           ((1, 4, 8, 32, 32), (3, 3, 3)),
+                                          ((1, 32, 16, 16, 16), (3, 3, 3)),   # isotropic: split in two
+                                          ((1, 16, 15, 15, 13), (3, 3, 3)),   # odd sizes
+                                          ((1, 64, 4, 4, 4), (3, 3, 3)),
+                                          ((1, 32, 9, 7, 8), (1, 5, 5)),
                                           ((1, 16, 4, 32, 32), (1, 5, 5)),
                                           ((2, 8, 8, 32, 32), (3, 3, 3))])
 def test_conv3d_matches_torch(shape, kernel):
@@ -167,3 +171,24 @@ def test_conv3d_matches_torch(shape, kernel):
     torch.testing.assert_close(gx, rx, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(gw, rw, rtol=1e-4, atol=1e-3)
     assert set(conv.state_dict()) == {"weight", "bias"}
+
+
+def test_conv3d_takes_the_split_path_for_isotropic_patches(monkeypatch):
+    """An isotropic batch-1 input that no axis permutation lifts over torch's limit runs as a
+    batch of two halves (oneDNN); a thin anisotropic one is permuted instead; batch 2 is torch's."""
+    from emkit.nets.rsunet import Conv3d
+
+    calls = []
+    real = Conv3d._split_forward
+
+    def spy(self, x, axis):
+        calls.append((tuple(x.shape), axis))
+        return real(self, x, axis)
+
+    monkeypatch.setattr(Conv3d, "_split_forward", spy)
+    conv = Conv3d(32, 32, (3, 3, 3), padding=(1, 1, 1))
+    conv(torch.rand(1, 32, 16, 16, 16))
+    assert calls == [((1, 32, 16, 16, 16), 0)]
+    conv(torch.rand(2, 32, 16, 16, 16))                     # batch 2: torch's own choice
+    Conv3d(16, 16, (3, 3, 3), padding=(1, 1, 1))(torch.rand(1, 16, 16, 64, 64))   # permuted
+    assert len(calls) == 1

@@ -283,12 +283,17 @@ def _iso_zero_boundaries(iso_ds, tmp_path, name="zero"):
     return str(d), lab
 
 
-def test_init_adapts_weights_across_resolution_and_prints_an_eta(iso_ds, tmp_path, capsys):
+def test_init_adapts_weights_across_resolution_and_prints_an_eta(iso_ds, tmp_path, capsys, monkeypatch):
     """--init with weights trained at 40x8x8 on 10 nm data: same weights, the data's down-sampling
     and long-range offsets, noted in the log; adapted_model gives the same net; the ETA is printed
-    after 10 iterations and logged; auto augmentation is the isotropic preset."""
+    after 10 iterations (with the rate) and logged, with a warning when a CPU run would be long
+    (the limit lowered here so that this short run passes it); auto augmentation is the isotropic
+    preset."""
+    import emkit.train.loop as loop
     from emkit.nets import NetConfig, RSUNet, long_range_offsets, save
     from emkit.train import adapted_model
+
+    monkeypatch.setattr(loop, "LONG_CPU_RUN_SECONDS", 0.0)
 
     torch.manual_seed(0)
     aniso = RSUNet(NetConfig(widths=(4, 8, 16), resolution=(40, 8, 8), patch_size=(8, 32, 32)))
@@ -310,9 +315,10 @@ def test_init_adapts_weights_across_resolution_and_prints_an_eta(iso_ds, tmp_pat
     log = tr.run().log
     assert "40x8x8 nm" in log["init"] and "[2, 2, 2]" in log["init"]
     err = capsys.readouterr().err
-    assert "emkit train: ETA" in err and "1 iterations left" in err
+    assert "emkit train: ETA" in err and "1 iterations left" in err and " it/s)" in err
     (eta,) = [e for e in log["eta"] if e["iteration"] == 10]
     assert eta["iterations_left"] == 1 and eta["seconds_per_iteration"] > 0
+    assert "emkit train: warning: this run would take" in err and "--widths" in eta["warning"]
     assert log["wall_seconds"] > 0
 
 

@@ -36,11 +36,20 @@ class Conv3d(nn.Conv3d):
     """``nn.Conv3d`` (same parameters and state-dict keys) that keeps PyTorch's CPU on its fast
     oneDNN (mkldnn) kernels.
 
-    PyTorch picks its slow reference kernel (``slow_conv3d``, ~3-10× slower) for a batch of one
-    when ``C · z · y`` is at most 20480, ignoring x — typical of anisotropic EM patches (few
-    sections) and deep levels. Then the spatial axes are permuted so that the smallest comes
-    last (an exact reformulation: same sums, only their order may differ), which the heuristic
-    accepts. Nothing changes on GPUs or where the heuristic already picks oneDNN.
+    PyTorch picks its slow reference kernel (``slow_conv3d``, ~3-10× slower, forward and
+    backward) for a batch of one when ``C · z · y`` is at most 20480, ignoring x — typical of
+    anisotropic EM patches (few sections) and of the deeper levels of any net. Two exact
+    reformulations avoid it (same sums; only their order may differ):
+
+    * the spatial axes are permuted so that the smallest comes last, when that lifts
+      ``C · a · b`` over the limit (thin anisotropic patches);
+    * otherwise (isotropic patches: every permutation stays under the limit) the volume is cut
+      in two halves along its longest axis, each with the kernel's halo, run as a batch of two
+      (a batch above one always takes oneDNN), and the two valid halves are joined again.
+
+    Nothing changes on GPUs, for batches above one, or where the heuristic already picks oneDNN.
+    Measured (1 thread, forward + backward of a 3×3×3 conv C→C): 16×32³ 277 → 24 ms,
+    32×16³ 39 → 8 ms, 64×8³ 12 → 6.5 ms (``benchmarks/training_speed.py`` has the net-level rows).
     """
 
     _LIMIT = 20480
@@ -54,7 +63,7 @@ class Conv3d(nn.Conv3d):
         sp = x.shape[2:]
         order = sorted(range(3), key=lambda a: -sp[a])          # largest spatial axes first
         if x.shape[1] * sp[order[0]] * sp[order[1]] <= self._LIMIT:
-            return super().forward(x)
+            return self._split_forward(x, order[0])
         perm = (0, 1) + tuple(2 + a for a in order)
         inv = [0] * 5
         for i, p in enumerate(perm):
@@ -62,6 +71,22 @@ class Conv3d(nn.Conv3d):
         y = nn.functional.conv3d(x.permute(perm), self.weight.permute(perm), self.bias, stride=1,
                                  padding=tuple(self.padding[a] for a in order))
         return y.permute(inv)
+
+    def _split_forward(self, x, axis: int):
+        """The convolution of ``x`` (batch 1) as a batch of its two halves along spatial ``axis``."""
+        n = x.shape[2 + axis]
+        halo = self.padding[axis]
+        h = (n + 1) // 2                     # first half: outputs [0, h); second: [h, n)
+        if self.stride != (1, 1, 1) or n - h - halo < 0 or h <= halo:
+            return super().forward(x)
+        d = 2 + axis
+        a = x.narrow(d, 0, h + halo)                 # outputs 0..h-1 need inputs up to h-1+halo
+        b = x.narrow(d, n - h - halo, h + halo)      # the same length, ending at the volume's end
+        y = super().forward(torch.cat([a, b], 0))
+        first = y[:1].narrow(d, 0, h)
+        skip = 2 * h - n + halo                      # b's outputs before z = h (and its false top halo)
+        second = y[1:].narrow(d, skip, n - h)
+        return torch.cat([first, second], d)
 
 
 def _conv(a, b, k):

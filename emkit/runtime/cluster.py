@@ -5,12 +5,14 @@ Local clusters use worker *processes* on 127.0.0.1, with the dashboard on a free
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from typing import Callable, Iterator, Sequence
 
 from ..errors import InputError
 
-__all__ = ["Cluster", "start_cluster", "machine_cores"]
+__all__ = ["Cluster", "start_cluster", "machine_cores", "stage_client", "map_batches"]
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +109,40 @@ class Cluster:
     def __repr__(self) -> str:
         where = "local" if self._local is not None else "attached"
         return f"Cluster({where}, workers={self.n_workers}, dashboard={self.dashboard_link!r})"
+
+
+@contextlib.contextmanager
+def stage_client(client=None, *, workers: int | None = None, scheduler: str | None = None,
+                 progress: bool = True) -> Iterator:
+    """Where one chunked stage runs: the caller's ``client``, else a cluster it starts and closes.
+
+    Yields ``client`` when one is given; ``None`` (run in this process) for ``workers=0`` with no
+    ``scheduler``; otherwise a :class:`Cluster` (``scheduler`` to attach to, or a local cluster of
+    ``workers`` processes, ``None`` = one per core) that serves every step of the stage and is
+    closed when the block ends, also on error.
+    """
+    if client is not None or (scheduler is None and workers == 0):
+        yield client
+        return
+    own = Cluster(n_workers=workers, scheduler=scheduler, quiet=not progress)
+    try:
+        yield own
+    finally:
+        own.close()
+
+
+def map_batches(fn: Callable, batches: Sequence, client=None, *, retries: int = 3) -> list:
+    """``[fn(b) for b in batches]``, in this process (``client`` None) or as one dask task per batch.
+
+    ``fn`` must pickle (a module-level function or a ``functools.partial`` of one); results come
+    back in the order of ``batches``.
+    """
+    if client is None:
+        return [fn(b) for b in batches]
+    if not batches:
+        return []
+    dclient = getattr(client, "client", client)
+    return dclient.gather(dclient.map(fn, list(batches), pure=False, retries=retries))
 
 
 def start_cluster(n_workers: int | None = None, threads_per_worker: int = 1, memory_limit=None,

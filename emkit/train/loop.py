@@ -558,8 +558,14 @@ class Trainer:
         self.log.setdefault("eta", []).append(rec)
         val = (f" + {n_val} validation(s) x {v:.1f} s" if v is not None
                else f" + {n_val} validation(s) (not timed yet)")
+        rate = f" ({1 / per:.2f} it/s)" if per > 0 else ""
         print(f"emkit train: ETA {_hms(eta)} (about {finish}): {left} iterations left x {per:.2f} s/iteration"
-              f"{val}", file=sys.stderr, flush=True)
+              f"{rate}{val}", file=sys.stderr, flush=True)
+        if self.device.type == "cpu" and eta > LONG_CPU_RUN_SECONDS:
+            rec["warning"] = (f"this run would take about {_hms(eta)} on this CPU; for a first try use fewer "
+                              f"iterations (--iterations), a smaller net (--widths, e.g. 8,16,32,64) or patch "
+                              f"(--patch), or a GPU (--device cuda)")
+            print(f"emkit train: warning: {rec['warning']}", file=sys.stderr, flush=True)
         return rec
 
     def _loop(self, bar, prefetch) -> None:
@@ -653,6 +659,8 @@ class _Prefetcher:
 
 
 _ETA_AFTER = 10
+LONG_CPU_RUN_SECONDS = 3 * 3600
+"""On a CPU, an ETA above this (s) prints a warning naming the smaller settings."""
 """Iterations timed before the first ETA is printed."""
 
 
