@@ -14,6 +14,7 @@ from emkit.synapse.components import (
 
 __all__ = ["CleftParams", "min_size_for", "cleft_components", "cleft_components_layers", "TABLE_COLUMNS"]
 
+from emkit.synapse.annotations import read_synapse_annotations, write_synapse_annotations  # noqa: E402
 from emkit.synapse.graph import EDGE_COLUMNS, adjacency_matrix, edge_list, graph_summary, to_networkx  # noqa: E402
 from emkit.synapse.pipeline import find_synapses, synapses_layers  # noqa: E402
 from emkit.synapse.table import (  # noqa: E402
@@ -26,7 +27,7 @@ from emkit.synapse.table import (  # noqa: E402
 
 __all__ += ["SynapseParams", "SYNAPSE_COLUMNS", "build_synapse_table", "cleft_to_synapse", "read_synapse_table",
             "EDGE_COLUMNS", "edge_list", "to_networkx", "adjacency_matrix", "graph_summary", "find_synapses",
-            "synapses_layers"]
+            "synapses_layers", "write_synapse_annotations", "read_synapse_annotations"]
 
 from emkit.synapse.partners import (  # noqa: E402
     PARTNER_COLUMNS,

@@ -17,6 +17,8 @@ Two forms with the same result (tested equal):
       synapses.parquet   the synapse table (emkit.synapse.table.SYNAPSE_COLUMNS)
       edges.parquet      the wiring diagram's edge list (emkit.synapse.graph.EDGE_COLUMNS)
       synapses.json      provenance: command, models, layers, parameters, version, git revision
+      annotations/       the synapses as a Precomputed point-annotation layer (pre/post segment
+                         relationships; emkit.synapse.annotations), for any Neuroglancer
 
   Each step records itself as done in ``OUT_DIR/.emkit_synapses_run.json`` (with the run's
   parameters); a run started again with the same arguments skips finished steps (and the cleft
@@ -299,6 +301,7 @@ def synapses_layers(image_url, seg_url, out_dir, *, cleft_model: str = "cleft", 
     from emkit.io import Layer, check_same_grid, join_url, layer_exists
     from emkit.io.layer import normalize_url
     from emkit.runtime import Cluster
+    from emkit.synapse.annotations import ANNOTATIONS_DIR, write_synapse_annotations
     from emkit.synapse.components import cleft_components_layers
     from emkit.synapse.graph import edge_list, graph_summary
     from emkit.synapse.table import (PROVENANCE_FILE, build_synapse_table, provenance_record,
@@ -447,6 +450,8 @@ def synapses_layers(image_url, seg_url, out_dir, *, cleft_model: str = "cleft", 
                    "n_synapses": int(len(table)), "summary": summary, "resolution_nm": list(image.resolution),
                    "voxel_offset": list(image.voxel_offset), "size": list(image.size)})
         files = write_synapse_table(table, out_dir, prov, edges=edges)
+        files["annotations"] = write_synapse_annotations(table, join_url(out_dir, ANNOTATIONS_DIR), image.resolution,
+                                                         overwrite=True)   # this run's own output (see above)
         mark("synapses")
         seconds["synapses"] = round(time.perf_counter() - t0, 3)
     finally:
