@@ -1,39 +1,36 @@
-"""The whole pipeline on the built-in phantom, as far as emkit builds it today.
+"""The whole pipeline on the built-in phantom: ``emkit run`` of the shipped phantom configuration.
 
-Stages: phantom (image, ground truth, defects) → affinities (the shipped boundary net when it is
-installed; otherwise noisy affinities derived from the ground truth, said so) → optionally the
-shipped semantic net's class probabilities → watershed and constrained mean-affinity agglomeration,
-chunk by chunk → evaluation against the ground truth in the image frame → synapses on that
-segmentation (the shipped cleft and partner nets; the phantom's true clefts/partners, labelled
-an oracle, where a net is not installed) scored against the phantom's synapses, with the wiring
-diagram's summary → Neuroglancer. Each stage
-writes layers into the dataset folder; a stage whose output already exists is reused, never
-overwritten, unless ``overwrite``.
+:func:`run_demo` runs emkit/pipeline/configs/phantom.yaml (:mod:`emkit.pipeline`) into a dataset
+folder — phantom (image, ground truth, defects) → affinities (the shipped boundary net) → optionally
+the shipped semantic net's class probabilities → watershed and constrained mean-affinity
+agglomeration → synapses on that segmentation (the shipped cleft and partner nets; the phantom's
+true clefts/partners, labelled an oracle, where a net is not installed) → pyramids, meshes,
+skeletons → evaluation against the phantom's ground truth and synapses — and gathers the scores,
+synapse counts and wiring-diagram summary the demo prints. Stages done earlier are skipped, never
+overwritten; each stage's record (configuration, versions, models, timings) lies in
+``OUT_DIR/provenance/``.
 
-The ground truth is read only to score the result (and, when no boundary net is installed, to
-derive noisy affinities, said so). The agglomeration's semantic constraint gets no semantic input
-by default, the semantic net's probabilities with ``semantic="net"``, and the phantom's
-ground-truth classes only when asked for explicitly (``semantic="oracle"``), labelled
-:data:`ORACLE_LABEL` wherever the result is reported. What each stage used is recorded in
-``OUT_DIR/demo.json``.
+The ground truth is read only to score the result. The agglomeration's semantic constraint gets
+no semantic input by default, the semantic net's probabilities with ``semantic="net"``, and the
+phantom's ground-truth classes only when asked for explicitly (``semantic="oracle"``), labelled
+:data:`ORACLE_LABEL` wherever the result is reported.
+
+The ``dataset_*`` helpers run single steps on a phantom dataset folder (used by the notebooks).
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 from .io import join_url, layer_exists
 
-__all__ = ["DemoResult", "run_demo", "dataset_layers", "dataset_affinities", "dataset_semantic", "dataset_synapses",
-           "SEMANTIC_CHOICES", "ORACLE_LABEL", "PROVENANCE_FILE", "SYNAPSE_DIR"]
+__all__ = ["DemoResult", "run_demo", "demo_config", "dataset_layers", "dataset_affinities", "dataset_semantic",
+           "dataset_synapses", "SEMANTIC_CHOICES", "ORACLE_LABEL", "SYNAPSE_DIR", "DEMO_CONFIG"]
 
 #: what the agglomeration's semantic constraint may get: nothing, the semantic net's
 #: probabilities, or (an oracle run, never the default) the phantom's ground-truth classes.
 SEMANTIC_CHOICES = ("none", "net", "oracle")
 #: how an oracle run is labelled in every report of its result.
 ORACLE_LABEL = "oracle: ground-truth semantic labels"
-#: the file in the dataset folder that records what each stage of the demo used.
-PROVENANCE_FILE = "demo.json"
 #: the demo's synapse output folder inside the dataset folder.
 SYNAPSE_DIR = "synapses"
 
@@ -50,6 +47,8 @@ class DemoResult:
     semantic_source: str = ""
     scores: dict | None = None
     synapses: dict | None = None
+    #: what the pyramid / mesh / skeleton stages made, in words ({"meshes": "22 segments", ...})
+    products: dict = field(default_factory=dict)
 
     @property
     def oracle(self) -> bool:
@@ -188,124 +187,132 @@ ORACLE_NOTE = {"cleft": "oracle: the phantom's true clefts, no cleft net install
                "partner": "oracle: the phantom's true partners, no partner net installed"}
 
 
-def _read_provenance(out_dir: str) -> dict:
-    import json
+def demo_config(out_dir: str, *, size=None, seed: int | None = None, defects=None, model: str | None = None,
+                semantic: str = "none", semantic_model: str = "semantic", threshold: float | None = None,
+                workers: int | None = None, synapses: bool = True, cleft_model: str | None = None,
+                partner_model: str | None = None):
+    """The shipped phantom configuration (:data:`DEMO_CONFIG`) with the demo's options applied.
 
-    from cloudfiles import CloudFiles
+    Arguments left at None keep the configuration file's values; see :func:`run_demo`.
+    Returns a validated :class:`emkit.pipeline.PipelineConfig` whose output is ``out_dir``.
+    """
+    import os
 
-    raw = CloudFiles(join_url(out_dir)).get(PROVENANCE_FILE)
-    return json.loads(raw) if raw else {}
+    import yaml
+
+    from .errors import InputError
+    from .nets import available_models
+    from .pipeline.config import config_from_dict, shipped_configs
+
+    if semantic not in SEMANTIC_CHOICES:
+        raise InputError(f"semantic must be one of {', '.join(SEMANTIC_CHOICES)}; got {semantic!r}")
+    path = shipped_configs()[DEMO_CONFIG]
+    data = yaml.safe_load(path.read_text())
+    ph = data["input"]["phantom"]
+    if size is not None:
+        ph["shape"] = [int(v) for v in size]
+    if seed is not None:
+        ph["seed"] = int(seed)
+    if defects is not None:
+        ph["defects"] = defects if isinstance(defects, str) else list(defects)
+    st = data["stages"]
+    have = available_models()
+    if model is not None:
+        st["boundary"]["model"] = os.fspath(model)
+    st["segment"]["semantic"] = semantic
+    if threshold is not None:
+        st["segment"]["threshold"] = float(threshold)
+    if semantic == "net":
+        st["semantic"] = {"model": os.fspath(semantic_model)}
+    if not synapses:
+        st.pop("synapses", None)
+    else:
+        st["synapses"]["cleft_model"] = os.fspath(cleft_model) if cleft_model else (
+            "cleft" if "cleft" in have else "truth")
+        st["synapses"]["partner_model"] = os.fspath(partner_model) if partner_model else (
+            "partner" if "partner" in have else "truth")
+    if workers is not None:
+        data["cluster"] = {"workers": int(workers)}
+    data["output"] = os.fspath(out_dir)
+    return config_from_dict(data, f"{path} (emkit demo)")
 
 
-def _write_provenance(out_dir: str, record: dict) -> None:
-    """Write ``OUT_DIR/demo.json`` whole or not at all (temporary name + rename)."""
-    from .runtime.atomic import put_json_atomic
-
-    put_json_atomic(join_url(out_dir), PROVENANCE_FILE, record)
+#: the shipped pipeline configuration the demo runs (emkit/pipeline/configs/phantom.yaml).
+DEMO_CONFIG = "phantom"
 
 
-def run_demo(out_dir: str, *, size=(64, 256, 256), seed: int = 0, defects="default", model: str | None = None,
-             semantic: str = "none", semantic_model: str = "semantic", threshold: float = 0.5, workers: int = 0,
-             synapses: bool = True, cleft_model: str | None = None, partner_model: str | None = None,
-             overwrite: bool = False, progress: bool = True) -> DemoResult:
-    """Run phantom → affinities → segmentation → evaluation → synapses into ``out_dir``.
+def run_demo(out_dir: str, *, size=None, seed: int | None = None, defects=None, model: str | None = None,
+             semantic: str = "none", semantic_model: str = "semantic", threshold: float | None = None,
+             workers: int | None = None, synapses: bool = True, cleft_model: str | None = None,
+             partner_model: str | None = None, overwrite: bool = False, progress: bool = True,
+             echo=None) -> DemoResult:
+    """``emkit run`` of the shipped phantom configuration into ``out_dir``, summarised for the demo.
+
+    The stages (emkit/pipeline/configs/phantom.yaml): phantom → boundary net → segmentation →
+    synapses → pyramids → meshes → skeletons → evaluation against the phantom's ground truth. A
+    rerun skips the stages already done (listed in ``reused``); one whose parameters changed is
+    refused, naming the changed fields, unless ``overwrite``. Each stage's record lies in
+    ``OUT_DIR/provenance/`` (:mod:`emkit.pipeline.provenance`).
 
     Parameters
     ----------
     out_dir : dataset folder (local path, file://, gs:// or s3:// prefix).
-    size : phantom size in voxels (z, y, x) at (40, 8, 8) nm.
-    seed : random seed of the phantom (and of the noisy affinities when there is no net).
-    defects : defect list for the phantom (``"default"``, ``"none"`` or names).
-    model : boundary model name or checkpoint path; default the shipped ``boundary`` net if
-        installed, else noisy ground-truth affinities.
+    size : phantom size in voxels (z, y, x) at (40, 8, 8) nm (default the configuration's, 64, 256, 256).
+    seed : random seed of the phantom (default 0).
+    defects : defect list for the phantom (``"default"``, ``"none"`` or names; default ``"default"``).
+    model : boundary model name or checkpoint path (default the shipped ``boundary`` net).
     semantic : semantic input of the agglomeration: ``"none"`` (default), ``"net"`` (the
         semantic net's probabilities, written to ``OUT_DIR/semantic``) or ``"oracle"`` (the
         phantom's ground-truth classes; the result is labelled :data:`ORACLE_LABEL`).
     semantic_model : semantic model name or checkpoint for ``semantic="net"``.
-    threshold : agglomeration threshold of the written segmentation (mean affinity).
-    workers : dask workers for segmentation (0: in this process).
-    synapses : find synapses on the segmentation (:func:`dataset_synapses`, into
-        ``OUT_DIR/synapses``) and score them against the phantom's.
+    threshold : agglomeration threshold of the written segmentation (mean affinity; default 0.5).
+    workers : dask workers shared by the stages (default the configuration's: 0, in this process).
+    synapses : find synapses on the segmentation (into ``OUT_DIR/synapses``) and score them.
     cleft_model, partner_model : synapse nets (default: the shipped ``cleft`` / ``partner`` when
         installed, else the phantom's ground truth, labelled an oracle).
-    overwrite : recompute every stage even if its outputs exist.
+    overwrite : recompute the stages whose parameters changed (and those reading from them).
+    progress : progress bars; ``echo`` : where the stage lines go (None: nowhere).
 
     Raises
     ------
-    InputError : an unknown ``semantic``; or ``OUT_DIR`` holds a segmentation made with another
-        semantic input than the one asked for (pass ``overwrite``).
+    InputError : an unknown ``semantic``; :class:`emkit.pipeline.ConfigChangedError` when
+        ``OUT_DIR`` holds stages made with other parameters (without ``overwrite``).
     """
+    import json
+
     from cloudfiles import CloudFiles
 
-    from .errors import InputError
-    from .evaluate import evaluate
-    from .io import Layer
-    from .phantom import make_phantom, write_phantom
-    from .segment import segment_layers
+    from .pipeline.run import run_pipeline
 
-    if semantic not in SEMANTIC_CHOICES:
-        raise InputError(f"semantic must be one of {', '.join(SEMANTIC_CHOICES)}; got {semantic!r}")
-    res = DemoResult(out_dir=join_url(out_dir), layers={})
-    prov = {} if overwrite else _read_provenance(out_dir)
-    t = time.perf_counter()
-    if overwrite or not layer_exists(join_url(out_dir, "image")):
-        ph = make_phantom(size, seed=seed, defects=defects)
-        write_phantom(ph, out_dir, overwrite=overwrite, progress=progress)
-        res.timings["phantom"] = time.perf_counter() - t
-    else:
-        res.reused.append("phantom")
+    cfg = demo_config(out_dir, size=size, seed=seed, defects=defects, model=model, semantic=semantic,
+                      semantic_model=semantic_model, threshold=threshold, workers=workers, synapses=synapses,
+                      cleft_model=cleft_model, partner_model=partner_model)
+    rep = run_pipeline(cfg, overwrite=overwrite, progress=progress, echo=echo)
+    rec = rep.records
+    res = DemoResult(out_dir=rep.run, layers={}, timings=dict(rep.seconds))
+    res.reused = [n for n, a in rep.actions.items() if a == "skip"
+                  or (n == "phantom" and (rec[n].get("summary") or {}).get("reused"))]
+    res.affinity_source = f"boundary net ({cfg.stages.boundary.model})"
+    res.semantic_source = (rec["segment"].get("summary") or {}).get("semantic_source", "")
+    scores = json.loads(CloudFiles(join_url(rep.run, "evaluation")).get("scores.json"))
+    res.scores = scores["segmentation"]
+    if cfg.stages.synapses is not None:
+        srec = rec["synapses"]
+        sm = srec.get("summary") or {}
+        models = {k: srec["models"][k]["model"] for k in ("cleft", "partner")}
 
-    aff_url = join_url(out_dir, "affinities")
-    t = time.perf_counter()
-    if overwrite or not layer_exists(aff_url):
-        res.affinity_source = dataset_affinities(out_dir, aff_url, model=model, seed=seed, progress=progress,
-                                                  overwrite=overwrite)
-        res.timings["affinities"] = time.perf_counter() - t
-    else:
-        res.reused.append("affinities")
-        res.affinity_source = prov.get("affinities", "existing layer (source not recorded)")
+        def source(ref, what):
+            return f"{ORACLE_NOTE[what]} ({ref})" if str(ref).startswith("truth:") else f"{what} net ({ref})"
 
-    seg_dir = join_url(out_dir, "seg")
-    if overwrite or not CloudFiles(seg_dir).exists("history.npz"):
-        t = time.perf_counter()
-        sem_url, res.semantic_source = dataset_semantic(out_dir, semantic, model=semantic_model, progress=progress,
-                                                        overwrite=overwrite)
-        if semantic == "net":
-            res.timings["semantic"] = time.perf_counter() - t
-        t = time.perf_counter()
-        segment_layers(aff_url, seg_dir, threshold=threshold, workers=workers, overwrite=overwrite,
-                       semantic_url=sem_url, progress=progress)
-        res.timings["segmentation"] = time.perf_counter() - t
-        prov = {"affinities": res.affinity_source, "semantic": semantic, "semantic_source": res.semantic_source,
-                "semantic_url": sem_url, "threshold": threshold}
-        _write_provenance(out_dir, prov)
-    else:
-        res.reused.append("segmentation")
-        if "semantic" not in prov:
-            raise InputError(f"{seg_dir} holds a segmentation whose semantic input was not recorded "
-                             f"({join_url(out_dir, PROVENANCE_FILE)} is missing); pass overwrite=True (--overwrite) "
-                             "to recompute it")
-        if prov["semantic"] != semantic:
-            raise InputError(f"{seg_dir} was segmented with semantic input {prov['semantic']!r} "
-                             f"({prov['semantic_source']}), not {semantic!r}; pass overwrite=True (--overwrite) "
-                             "to recompute it, or another OUT_DIR")
-        res.semantic_source = prov["semantic_source"]
-
-    t = time.perf_counter()
-    from .io import check_same_grid
-
-    seg_layer = Layer.open(join_url(seg_dir, "segmentation"))
-    gt_layer = Layer.open(join_url(out_dir, "gt/image_frame/segmentation"))
-    check_same_grid(seg_layer, gt_layer, what="ground truth")
-    res.scores = evaluate(seg_layer.read(), gt_layer.read(), k=5)
-    res.timings["evaluation"] = time.perf_counter() - t
-    if synapses:
-        t = time.perf_counter()
-        res.synapses = dataset_synapses(out_dir, seg_layer.url, cleft_model=cleft_model, partner_model=partner_model,
-                                        overwrite=overwrite or "segmentation" in res.timings, progress=progress)
-        if res.synapses["reused"]:
-            res.reused.append("synapses")
-        else:
-            res.timings["synapses"] = time.perf_counter() - t
-    res.layers = dataset_layers(out_dir)
+        res.synapses = {"dir": join_url(rep.run, SYNAPSE_DIR), "n_synapses": sm.get("n_synapses", 0),
+                        "summary": sm.get("graph") or {}, "scores": scores.get("synapses"),
+                        "sources": {k: source(v, k) for k, v in models.items()},
+                        "oracle": any(str(m).startswith("truth:") for m in models.values()),
+                        "reused": rep.actions.get("synapses") == "skip"}
+    for name, what in (("meshes", "segments"), ("skeletons", "segments")):
+        sm = (rec.get(name) or {}).get("summary") or {}
+        if "segments" in sm:
+            res.products[name] = f"{sm['segments']} {what}" + (
+                f" ({sm['path_length_um']:.1f} µm of path)" if "path_length_um" in sm else "")
+    res.layers = dataset_layers(rep.run)
     return res

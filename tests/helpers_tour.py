@@ -31,6 +31,7 @@ SUBSTITUTIONS = [
     ("--iterations 200", "--iterations 2 --patch 16,96,96"),  # 2 training steps; a patch the small phantom holds
     ("(32, 256, 256)", "(16, 128, 128)"),          # the README's Python snippet
     ("--bbox 0:32,0:512,0:512", "--bbox 0:8,0:128,0:128"),  # tune on half of the (small) phantom
+    ("input.phantom.shape=64,256,256", "input.phantom.shape=16,128,128"),   # emkit run / status of the shipped phantom config
 ]
 
 LINE_TIMEOUT = 600

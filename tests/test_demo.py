@@ -1,5 +1,6 @@
-"""`emkit demo` runs the pipeline on the phantom, prints scores and a viewer link, never overwrites
-silently, and never reads the ground-truth semantic labels unless an oracle run is asked for."""
+"""`emkit demo` runs the pipeline on the phantom (`emkit run` of the shipped phantom configuration),
+prints scores and a viewer link, never overwrites silently, and never reads the ground-truth semantic
+labels unless an oracle run is asked for."""
 import json
 import shutil
 import urllib.request
@@ -24,16 +25,19 @@ def test_demo_runs_pipeline_and_reuses(tmp_path, capsys):
     assert img.size == seg.size == (12, 128, 128)
     assert len(set(seg.read().ravel().tolist())) > 5
     before = (out2 / "seg/segmentation/info").stat().st_mtime_ns
-    assert main(["demo", str(out2), "--size", "12,128,128", "--serve", "no", "--no-synapses"]) == 0
+    assert main(["demo", str(out2), "--size", "12,128,128", "--seed", "3", "--serve", "no", "--no-synapses"]) == 0
     text = capsys.readouterr().out
     assert "reused from" in text and "semantic input: none" in text
     assert (out2 / "seg/segmentation/info").stat().st_mtime_ns == before
+    assert "phantom" in text.split("reused from")[1].splitlines()[0] and "segment" in text.split("reused from")[1]
     # the recorded segmentation had no semantic input: asking for another one is refused, not mislabelled
-    assert main(["demo", str(out2), "--size", "12,128,128", "--serve", "no", "--semantic", "oracle",
+    assert main(["demo", str(out2), "--size", "12,128,128", "--seed", "3", "--serve", "no", "--semantic", "oracle",
                  "--no-synapses"]) != 0
     err = capsys.readouterr().err
-    assert "semantic input 'none'" in err and "not 'oracle'" in err and "--overwrite" in err
+    assert "stages.segment.semantic: none -> oracle" in err and "--overwrite" in err
     assert (out2 / "seg/segmentation/info").stat().st_mtime_ns == before
+    rec = json.loads((out2 / "provenance" / "segment.json").read_text())
+    assert rec["status"] == "done" and rec["config"]["stages"]["segment"]["semantic"] == "none"
 
 
 def test_demo_scores_and_link(tmp_path):
@@ -48,7 +52,11 @@ def test_demo_scores_and_link(tmp_path):
     seg = Layer.open(res.layers["seg/segmentation"]).read()
     gt = Layer.open(res.layers["gt/image_frame/segmentation"]).read()
     want = evaluate(seg, gt, k=5)
-    assert res.scores == want
+    assert res.scores == json.loads(json.dumps(want))  # as recorded in OUT_DIR/evaluation/scores.json
+    # the pipeline's products: meshes and skeletons of the segmentation, a pyramid of the image
+    info = json.loads((tmp_path / "d" / "seg/segmentation/info").read_text())
+    assert info["mesh"] == "mesh" and info["skeletons"] == "skeletons" and len(info["scales"]) >= 2
+    assert "meshes" in res.products and "skeletons" in res.products
     with serve(res.out_dir) as handle:
         page = urllib.request.urlopen(handle.url, timeout=10).read()
         assert b"<html" in page.lower() or b"<!doctype" in page.lower()
@@ -69,15 +77,18 @@ def test_demo_default_never_reads_semantic_ground_truth(tmp_path):
 
     d = tmp_path / "d"
     _phantom_without_semantic_gt(d)
-    res = run_demo(str(d), size=(12, 128, 128), seed=3, synapses=False, progress=False)
+    res = run_demo(str(d), size=(12, 128, 128), seed=3, defects="none", synapses=False, progress=False)
     assert res.reused == ["phantom"] and res.semantic_source == "none" and not res.oracle
-    prov = json.loads((d / "demo.json").read_text())
-    assert prov["semantic"] == "none" and prov["semantic_url"] is None
+    prov = json.loads((d / "provenance" / "segment.json").read_text())
+    assert prov["config"]["stages"]["segment"]["semantic"] == "none" and prov["summary"]["semantic_source"] == "none"
     assert not (d / "semantic").exists()
-    # the oracle must be asked for, and then it needs the ground-truth layer (named in the error)
-    shutil.rmtree(d / "seg")
+    # the oracle must be asked for (a change of the recorded run, refused without overwrite), and then
+    # it needs the ground-truth layer (named in the error)
+    with pytest.raises(InputError, match="stages.segment.semantic: none -> oracle"):
+        run_demo(str(d), size=(12, 128, 128), seed=3, defects="none", semantic="oracle", synapses=False, progress=False)
     with pytest.raises(InputError, match="gt/image_frame/semantic"):
-        run_demo(str(d), size=(12, 128, 128), seed=3, semantic="oracle", synapses=False, progress=False)
+        run_demo(str(d), size=(12, 128, 128), seed=3, defects="none", semantic="oracle", synapses=False,
+                 progress=False, overwrite=True)
 
 
 def test_demo_semantic_net_feeds_its_probabilities(tmp_path):
@@ -88,7 +99,8 @@ def test_demo_semantic_net_feeds_its_probabilities(tmp_path):
         pytest.fail("the shipped semantic net is part of the package (emkit/models/semantic.pt)")
     d = tmp_path / "d"
     _phantom_without_semantic_gt(d)
-    res = run_demo(str(d), size=(12, 128, 128), seed=3, semantic="net", synapses=False, progress=False)
+    res = run_demo(str(d), size=(12, 128, 128), seed=3, defects="none", semantic="net", synapses=False,
+                   progress=False)
     assert res.semantic_source.startswith("semantic net (semantic)") and not res.oracle
     prob = Layer.open(d / "semantic")
     assert prob.num_channels == 5 and prob.size == (12, 128, 128)
@@ -97,8 +109,9 @@ def test_demo_semantic_net_feeds_its_probabilities(tmp_path):
 
     assert 0.0 <= float(p.min()) and float(p.max()) <= 1.0
     assert len(np.unique(semantic_classes(p))) >= 2  # the net tells classes apart (axon, dendrite, ...)
-    prov = json.loads((d / "demo.json").read_text())
-    assert prov["semantic"] == "net" and prov["semantic_url"].endswith("/semantic")
+    prov = json.loads((d / "provenance" / "segment.json").read_text())
+    assert prov["config"]["stages"]["segment"]["semantic"] == "net" and "semantic" in prov["config"]["stages"]
+    assert prov["summary"]["semantic_source"].startswith("semantic net (semantic)")
     assert "semantic" in res.timings and "seg/segmentation" in res.layers
 
 
@@ -109,8 +122,11 @@ def test_demo_oracle_is_labelled(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "semantic input: oracle: ground-truth semantic labels" in text
     assert "[oracle: ground-truth semantic labels; not the pipeline's score]: adapted Rand error" in text
-    prov = json.loads((out / "demo.json").read_text())
-    assert prov["semantic"] == "oracle" and prov["semantic_url"].endswith("gt/image_frame/semantic")
+    prov = json.loads((out / "provenance" / "segment.json").read_text())
+    assert prov["config"]["stages"]["segment"]["semantic"] == "oracle"
+    assert prov["summary"]["semantic_source"].endswith("gt/image_frame/semantic)")
+    scores = json.loads((out / "evaluation" / "scores.json").read_text())
+    assert scores["oracle"] == "oracle: ground-truth semantic labels"
 
 
 def test_demo_ends_with_synapses_and_connectivity(tmp_path, capsys):

@@ -192,3 +192,17 @@ def test_conv3d_takes_the_split_path_for_isotropic_patches(monkeypatch):
     conv(torch.rand(2, 32, 16, 16, 16))                     # batch 2: torch's own choice
     Conv3d(16, 16, (3, 3, 3), padding=(1, 1, 1))(torch.rand(1, 16, 16, 64, 64))   # permuted
     assert len(calls) == 1
+
+
+def test_a_folder_named_like_a_shipped_model_does_not_shadow_it(tmp_path, monkeypatch):
+    """`emkit infer cleft …` run where a folder `cleft/` exists (a run's output) still means the shipped net."""
+    from emkit.inference.chunked import _model_ref
+    from emkit.nets import available_models, load_model
+    from emkit.synapse.pipeline import _model_path
+
+    name = available_models()[0]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / name).mkdir()
+    assert _model_ref(name) == name
+    assert load_model(name).n_parameters() > 0
+    assert _model_path(name).endswith(f"{name}.pt")

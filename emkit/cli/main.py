@@ -14,7 +14,7 @@ from ..errors import EmkitError
 
 # command modules, in the order they appear in --help
 COMMANDS = ["info", "import_", "export", "phantom", "transfer", "view", "segment", "synapses", "tune", "evaluate", "train", "infer",
-            "align", "detect", "masks", "pyramid", "mesh", "skeleton", "demo"]
+            "align", "detect", "masks", "pyramid", "mesh", "skeleton", "run", "status", "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:

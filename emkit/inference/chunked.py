@@ -53,7 +53,7 @@ def _model_ref(model) -> str:
     """A model reference that travels to workers: absolute checkpoint path, or a shipped name."""
     ref = os.fspath(model)
     path = os.path.abspath(os.path.expanduser(ref))
-    return path if os.path.exists(path) else ref
+    return path if os.path.isfile(path) else ref   # a folder named like a shipped model is not a checkpoint
 
 
 def load_model_cached(ref: str, device=None):

@@ -130,7 +130,7 @@ def shipped_models(family: str | None = None) -> dict[str, dict]:
 def load_model(name_or_path, map_location="cpu") -> RSUNet:
     """A shipped model by name (``"boundary"``, ``"semantic"``) or a checkpoint by path."""
     p = Path(str(name_or_path))
-    if p.suffix == ".pt" or p.exists() or os.sep in str(name_or_path):
+    if p.suffix == ".pt" or p.is_file() or os.sep in str(name_or_path):
         return load(p, map_location)
     cand = models_dir() / f"{name_or_path}.pt"
     if not cand.is_file():
