@@ -107,7 +107,7 @@ def _model_path(ref, resolution=None) -> str:
     """Checkpoint path of a model reference; a family name (``cleft``) is resolved by the image's
     ``resolution`` as ``emkit infer`` does (:func:`emkit.inference.models.choose_model`)."""
     ref = os.fspath(ref)
-    if os.path.exists(ref):
+    if os.path.isfile(ref):   # a checkpoint; a folder named like a shipped model is not one
         return os.path.abspath(ref)
     from emkit.inference.models import choose_model, is_family_name
     from emkit.nets import available_models, models_dir
