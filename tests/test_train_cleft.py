@@ -171,3 +171,28 @@ def test_infer_cleft_shipped_finds_true_clefts(phantom_dir, tmp_path):
 
     arr = predict(img.read(), "cleft", resolution=img.resolution, progress=False)
     assert arr.shape == (1, *img.size) and np.allclose(arr[0], prob, atol=1e-5)
+
+
+def test_shipped_cleft_is_weights_only_with_a_reachable_threshold():
+    """The shipped cleft file holds what inference and ``--init cleft`` need, not the optimizer state
+    (``--resume`` needs the run folder's own last.pt), and its recorded threshold is one the notebook's
+    threshold slider can reach."""
+    from pathlib import Path
+
+    from emkit.nets import available_models
+    from emkit.nets.checkpoint import load_checkpoint
+    from emkit.synapse.pipeline import model_cleft_threshold
+    from emkit_widgets.cleft_tuner import threshold_steps
+
+    if "cleft" not in available_models():
+        pytest.fail("the shipped cleft model (emkit/models/cleft.pt) is missing")
+    path = Path(__file__).resolve().parents[1] / "emkit" / "models" / "cleft.pt"
+    blob = load_checkpoint(path)
+    assert "training" not in blob and {"config", "state_dict", "extra"} <= set(blob)
+    n = sum(v.numel() for v in blob["state_dict"].values())
+    assert path.stat().st_size < 8 * n  # float32 weights and a little metadata; Adam's moments would triple it
+    t = model_cleft_threshold("cleft", (40.0, 8.0, 8.0))
+    assert t is not None and 0.5 <= t < 1 and max(threshold_steps()) > t
+    assert min(abs(s - t) for s in threshold_steps()) <= 1e-3  # a stop of the slider within 0.001
+    meta = json.loads(path.with_suffix(".json").read_text())
+    assert meta["best_iteration"] == blob["extra"]["iteration"] and meta["fresh_seed_evaluation"]["rows"]

@@ -71,3 +71,32 @@ def test_widget_controls_drive_render(vol):
     plain = (img[1] / 255.0 * 255).astype(np.uint8)
     changed = np.any(shown != plain[..., None], axis=-1)
     assert changed[:, :20].mean() > 0.9 and not changed[:, 20:].any()
+
+
+def test_cleft_tuner_threshold_slider_reaches_recorded_threshold():
+    """The threshold slider reaches a rebalanced net's threshold (the shipped cleft net records 0.998),
+    with stops finer near 1, and moving it to such a value changes the clefts found."""
+    from emkit_widgets.cleft_tuner import CleftTuner, threshold_steps
+
+    stops = threshold_steps()
+    assert stops == sorted(set(stops)) and stops[0] == 0.05 and stops[-1] == 0.9999
+    assert {0.5, 0.95, 0.99, 0.998, 0.999, 0.9995} <= set(stops)
+    gaps = np.diff(stops)
+    assert gaps[-1] == pytest.approx(1e-4) and gaps.max() == pytest.approx(0.05)  # log-ish: finer near 1
+    assert 0.9985 in threshold_steps(include=(0.9985,)) and max(threshold_steps(0.99)) == 0.99
+
+    gt = np.zeros((6, 32, 32), np.uint64)
+    gt[1:4, 4:9, 4:9] = 1
+    gt[2:5, 20:25, 20:25] = 2
+    prob = np.where(gt > 0, 0.9995, 0.0).astype(np.float32)
+    prob[gt == 2] = 0.997  # found below 0.998, lost at it
+    tuner = CleftTuner(prob, gt, min_size=5, threshold=0.998)
+    box = tuner.widget()
+    t = tuner._controls["threshold"]
+    values = [v for _, v in t.options]
+    assert t.value == 0.998 and max(values) == 0.9999 and len(box.children) == 3
+    assert "recall <b>0.500</b>" in tuner._controls["score"].value
+    t.value = 0.995
+    assert tuner.threshold == 0.995 and "recall <b>1.000</b>" in tuner._controls["score"].value
+    t.value = 0.9999  # above every voxel: nothing found
+    assert "<b>0</b> clefts found" in tuner._controls["score"].value

@@ -10,7 +10,22 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["CleftTuner"]
+__all__ = ["CleftTuner", "threshold_steps"]
+
+
+def threshold_steps(top: float = 0.9999, include=()) -> list[float]:
+    """The threshold slider's stops: fine near 1, where a rebalanced cleft net's threshold lies.
+
+    0.05 … 0.95 in steps of 0.05, then 0.96 … 0.99 in steps of 0.01, 0.991 … 0.999 in steps of
+    0.001, 0.9991 … 0.9999 in steps of 0.0001 (a log-ish scale: each decade of ``1 - threshold``
+    has its own stops), cut at ``top``; ``include`` adds values (e.g. a model's recorded
+    threshold) that are not stops already. Sorted, no duplicates.
+    """
+    stops = [round(0.05 * k, 4) for k in range(1, 20)]
+    for decade in (0.01, 0.001, 0.0001):
+        stops += [round(1 - decade * k, 6) for k in range(9 if decade < 0.01 else 4, 0, -1)]
+    stops = [v for v in stops if v <= top] + [round(float(v), 6) for v in include if 0 < float(v) < 1]
+    return sorted(set(stops))
 
 
 class CleftTuner:
@@ -21,7 +36,8 @@ class CleftTuner:
     prob : (z, y, x) cleft probability (0..1), e.g. the cleft net's output.
     gt_clefts : (z, y, x) true cleft ids (0 = none), same shape.
     resolution : voxel size (z, y, x) in nm.
-    threshold : first threshold; min_size : first minimum size in voxels (default: the paper's
+    threshold : first threshold (e.g. the cleft model's recorded ``cleft_threshold``: the slider's stops
+        reach 0.9999, fine near 1, see :func:`threshold_steps`); min_size : first minimum size in voxels (default: the paper's
         40 voxels at 8 × 8 × 40 nm, scaled to ``resolution``).
     """
 
@@ -66,8 +82,11 @@ class CleftTuner:
         import ipywidgets as w
         import matplotlib.pyplot as plt
 
-        t = w.FloatSlider(value=self.threshold, min=0.05, max=0.95, step=0.05, description="threshold",
-                          continuous_update=False)
+        # a rebalanced cleft net's recorded threshold lies near 1 (the shipped one's: 0.998): the stops are
+        # fine there, up to 0.9999 (threshold_steps), and always hold the current threshold
+        stops = threshold_steps(include=(self.threshold,))
+        t = w.SelectionSlider(options=[(f"{v:g}", v) for v in stops], value=round(self.threshold, 6),
+                              description="threshold", continuous_update=False)
         m = w.IntSlider(value=self.min_size, min=1, max=max(4 * self.min_size, 50), description="min size",
                         continuous_update=False)
         gz = np.flatnonzero(self.gt.reshape(self.gt.shape[0], -1).any(1))
