@@ -11,10 +11,15 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-# torch first, pinned: it is the CPU build on disk; an unpinned torch pulls a CUDA build.
-$(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[widgets,notebook,test,nets]'
+# pyproject.toml holds compatible ranges; constraints.txt the exact versions `make test` is run with.
+# torch first, pinned, the CPU build (2.13.0+cpu, from PyTorch's CPU index; a plain PyPI torch is a
+# CUDA build): `torch==2.13.0` accepts the +cpu wheel, which pip prefers over PyPI's 2.13.0.
+# (--retries 1: where that index cannot be reached and the wheel lies on disk, as on the CI machine,
+# pip's default 5 retries per package page cost ~80 s.)
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+$(STAMP): $(BIN)/python pyproject.toml constraints.txt
+	$(BIN)/pip install -q torch==2.13.0 -c constraints.txt --extra-index-url $(TORCH_INDEX) --retries 1
+	$(BIN)/pip install -q -e '.[widgets,notebook,test,nets]' -c constraints.txt
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
@@ -32,7 +37,7 @@ test: install system-deps
 
 # benchmarks measure against peers (waterz builds C++ on install, so it is not in `make test`)
 bench: install
-	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/pip install -q -e '.[bench]' -c constraints.txt
 	$(BIN)/python benchmarks/run_all.py
 
 clean:

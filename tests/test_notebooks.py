@@ -18,7 +18,7 @@ OVERRIDES = {
 }
 # notebooks with their own test module (it runs them and checks their outputs)
 OWN_TEST = {"02_defects_and_masks.ipynb", "03_boundary_detection.ipynb", "04_semantic_labels.ipynb", "05_segmentation.ipynb",
-            "06_synapses.ipynb", "08_scale_out.ipynb", "09_evaluation.ipynb",
+            "06_synapses.ipynb", "07_meshes_skeletons.ipynb", "08_scale_out.ipynb", "09_evaluation.ipynb",
             "10_finetune_your_data.ipynb"}
 
 

@@ -69,7 +69,7 @@ def test_tour_runs_as_written(tmp_path_factory):
     assert out["n_pred"] == len(table) and {"precision", "recall", "partner_accuracy", "edges_found"} <= set(out)
     # the view lines printed a link and stopped on Ctrl-C
     views = [r for r in records if r["line"].startswith("emkit view")]
-    assert len(views) == 3 and all("http" in r["output"] for r in views)
+    assert len(views) == 4 and all("http" in r["output"] for r in views)
 
 
 def test_readme_python_snippet_runs(tmp_path):

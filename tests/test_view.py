@@ -241,3 +241,139 @@ def test_neuroglancer_renders_layers_in_headless_chromium(dataset, tmp_path):
             assert poll(affinities_drawn, 30), f"affinities did not render red|blue; see {shot3}"
     finally:
         handle.stop()
+
+
+# --- meshes in the 3D panel ----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def mesh_dataset(tmp_path_factory):
+    """The view dataset with legacy Precomputed meshes of its 12 cells (``emkit mesh``'s output)."""
+    from emkit.mesh import mesh_layers
+
+    root = tmp_path_factory.mktemp("viewmesh")
+    data = make_view_dataset(str(root))
+    data["root"] = str(root)
+    seg = data["paths"]["gt/segmentation"]
+    rep = mesh_layers(seg, workers=0, progress=False)
+    assert rep.segments == 12
+    ids, counts = np.unique(data["segmentation"], return_counts=True)
+    data["by_size"] = [int(i) for _, i in sorted(zip(-counts, ids))]  # largest first
+    return data
+
+
+def test_file_server_records_requests(dataset):
+    with FileServer() as srv:
+        base = srv.url_for(dataset["paths"]["image"])
+        srv.url_for(dataset["paths"]["affinities"])
+        _get(base + "/info")
+        _get(base + "/8_8_40/nope")
+        assert srv.requests(dataset["paths"]["image"]) == [("info", 200), ("8_8_40/nope", 404)]
+        assert srv.requests(dataset["paths"]["affinities"]) == []
+        assert [st for _, st in srv.requests()] == [200, 404]
+
+
+def test_state_selects_the_largest_meshed_segments_and_a_3d_layout(mesh_dataset, dataset, tmp_path):
+    from emkit.view.layers import describe_layer
+    from emkit.view.segments import largest_segments
+
+    seg = mesh_dataset["paths"]["gt/segmentation"]
+    assert describe_layer(seg).mesh == "mesh" and describe_layer(dataset["paths"]["gt/segmentation"]).mesh is None
+    top = mesh_dataset["by_size"][:5]
+    assert largest_segments(seg) == top
+    assert largest_segments(seg, 2) == top[:2] and largest_segments(seg, 0) == []
+
+    src = lambda r: "precomputed://http://host/" + r.name  # noqa: E731
+    state = neuroglancer_state(mesh_dataset["root"], sources=src)
+    by = {l["name"]: l for l in state["layers"]}
+    assert by["gt/segmentation"]["segments"] == [str(i) for i in top]
+    assert by["gt/segmentation"].get("visible", True) and by["gt/segmentation"]["notSelectedAlpha"] > 0
+    assert state["layout"] == "xy-3d" and state["showSlices"] is False
+    assert "segments" not in by["image"]
+    # no meshes: nothing selected, the four panels as before
+    plain = neuroglancer_state(dataset["root"], sources=src)
+    assert plain["layout"] == "4panel" and "showSlices" not in plain
+    assert all("segments" not in l for l in plain["layers"])
+
+    # chosen segments, as ids, text or per layer; n_segments=0 selects none
+    for given in ([3, 4], "3,4", {"gt/segmentation": ["3", "4"]}):
+        st = neuroglancer_state(mesh_dataset["root"], sources=src, segments=given)
+        assert next(l for l in st["layers"] if l["name"] == "gt/segmentation")["segments"] == ["3", "4"]
+    none = neuroglancer_state(mesh_dataset["root"], sources=src, n_segments=0)
+    assert none["layout"] == "4panel" and all("segments" not in l for l in none["layers"])
+    with pytest.raises(InputError, match="'x'"):
+        neuroglancer_state(mesh_dataset["root"], sources=src, segments="3,x")
+    with pytest.raises(InputError, match=r"\[99\].*no mesh"):
+        neuroglancer_state(mesh_dataset["root"], sources=src, segments=[3, 99])
+    with pytest.raises(InputError, match="not segmentation layers"):
+        neuroglancer_state(mesh_dataset["root"], sources=src, segments={"image": [1]})
+    with pytest.raises(InputError, match=">= 0"):
+        largest_segments(seg, -1)
+
+
+def test_largest_segments_skips_segments_without_meshes_and_falls_back_to_mesh_size(mesh_dataset, tmp_path):
+    import shutil
+
+    from emkit.view.segments import largest_segments, mesh_segment_ids
+
+    seg = str(tmp_path / "seg")
+    shutil.copytree(mesh_dataset["paths"]["gt/segmentation"], seg)
+    biggest = mesh_dataset["by_size"][0]
+    os.remove(os.path.join(seg, "mesh", f"{biggest}:0"))  # the largest segment lost its mesh
+    assert largest_segments(seg, 3) == mesh_dataset["by_size"][1:4]
+    # a volume too large to count (here: any) is ranked by the size of its meshes
+    sizes = mesh_segment_ids(seg)
+    assert biggest not in sizes and len(sizes) == 11
+    frag = {i: os.path.getsize(os.path.join(seg, "mesh", f"{i}:0:1")) for i in sizes}
+    by_mesh = largest_segments(seg, 4, max_voxels=10)
+    assert len(by_mesh) == 4 and frag[by_mesh[0]] == max(frag.values())
+    assert [frag[i] for i in by_mesh] == sorted([frag[i] for i in by_mesh], reverse=True)
+
+
+def test_cli_view_prints_the_meshed_segments(mesh_dataset, capsys):
+    from emkit.cli.main import main
+
+    assert main(["view", mesh_dataset["root"], "--no-block"]) == 0
+    err = capsys.readouterr().err
+    assert "meshes of segments " + ",".join(map(str, mesh_dataset["by_size"][:5])) in err
+    assert main(["view", mesh_dataset["paths"]["gt/segmentation"], "--segments", "3,4", "--no-block"]) == 0
+    assert "meshes of segments 3,4" in capsys.readouterr().err
+    assert main(["view", mesh_dataset["root"], "--segments", "0", "--no-block"]) == 2
+    assert "'0'" in capsys.readouterr().err
+
+
+@pytest.mark.browser
+def test_neuroglancer_loads_and_draws_meshes_in_headless_chromium(mesh_dataset, tmp_path):
+    """`emkit view` of a layer with meshes: the browser fetches the selected segments' meshes (and
+    no others) and draws them in the 3D panel; deselecting them empties the panel."""
+    require_that(find_chromium() is not None,
+                 "Debian's chromium (`make system-deps` / .ci/system-deps.sh) for the Neuroglancer mesh test")
+    require("playwright.sync_api", "playwright (the 'test' extra) for the Neuroglancer mesh test")
+    seg = mesh_dataset["paths"]["gt/segmentation"]
+    handle = serve(mesh_dataset["root"])
+    top = mesh_dataset["by_size"][:5]
+    assert handle.segments == {"gt/segmentation": top} and handle.state["layout"] == "xy-3d"
+    want = {"mesh/info"} | {f"mesh/{i}:0" for i in top} | {f"mesh/{i}:0:1" for i in top}
+
+    def mesh_files():
+        return {p for p, st in handle.file_server.requests(seg) if st == 200 and p.startswith("mesh/")}
+
+    def coloured_3d(rgb):
+        panel = rgb[60:700, 660:1270].astype(int)  # the 3D panel (right half of xy-3d), black background
+        yellow = (panel[..., 0] > 150) & (panel[..., 1] > 150) & (panel[..., 2] < 100)  # the bounding box
+        return ((panel.max(-1) > 50) & ~yellow).mean()
+
+    try:
+        with chromium_page(handle.url, tmp_path / "profile") as page:
+            assert poll(lambda: mesh_files() >= want, 60), f"mesh files fetched: {sorted(mesh_files())}"
+            assert all(not p.startswith(f"mesh/{i}:") for p in mesh_files() for i in mesh_dataset["by_size"][5:])
+            shot = tmp_path / "neuroglancer_meshes.png"
+            assert poll(lambda: coloured_3d(screenshot_array(page, shot)) > 0.15, 30), \
+                f"meshes not drawn in the 3D panel; see {shot}"
+            assert distinct_colours(screenshot_array(page, shot)[60:700, 660:1270], 0.01) >= 5
+
+            with handle.viewer.txn() as s:  # control: no segment selected, no mesh drawn
+                s.layers["gt/segmentation"].segments = set()
+            shot2 = tmp_path / "neuroglancer_no_meshes.png"
+            assert poll(lambda: coloured_3d(screenshot_array(page, shot2)) < 0.02, 30), \
+                f"3D panel not empty without selected segments; see {shot2}"
+    finally:
+        handle.stop()

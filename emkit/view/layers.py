@@ -35,6 +35,8 @@ class LayerRef:
     voxel_offset : first voxel (z, y, x), or None.
     size : size in voxels (z, y, x), or None.
     num_channels : channel count.
+    mesh : the mesh folder named in a segmentation layer's info (``"mesh"`` entry), or None.
+    skeletons : the skeleton folder named in its info (``"skeletons"`` entry), or None.
     """
 
     name: str
@@ -44,6 +46,8 @@ class LayerRef:
     voxel_offset: tuple[int, int, int] | None = None
     size: tuple[int, int, int] | None = None
     num_channels: int = 1
+    mesh: str | None = None
+    skeletons: str | None = None
 
     @property
     def is_local(self) -> bool:
@@ -149,7 +153,19 @@ def describe_layer(url: str, name: str | None = None, kind: str | None = None, *
         voxel_offset=tuple(int(v) for v in scale.get("voxel_offset", (0, 0, 0))[::-1]),
         size=tuple(int(v) for v in scale["size"][::-1]),
         num_channels=int(info.get("num_channels", 1)),
+        mesh=_subfolder(info.get("mesh")),
+        skeletons=_subfolder(info.get("skeletons")),
     )
+
+
+def _subfolder(value) -> str | None:
+    """A mesh/skeleton entry of an info file as a folder name (None when absent or not a string)."""
+    return value.strip("/") if isinstance(value, str) and value.strip("/") else None
+
+
+def _is_annotation_layer(url: str) -> bool:
+    """A Precomputed annotation layer (``emkit synapses`` writes one), not a volume."""
+    return (_read_info(url) or {}).get("@type") == "neuroglancer_annotations_v1"
 
 
 def find_layers(url: str | os.PathLike) -> dict[str, str]:
@@ -178,7 +194,8 @@ def find_layers(url: str | os.PathLike) -> dict[str, str]:
             depth = 0 if rel == "." else rel.count(os.sep) + 1
             dirs.sort()
             if depth and "info" in files:
-                found.append((rel.replace(os.sep, "/"), "file://" + root))
+                if not _is_annotation_layer("file://" + root):  # synapse points: shown from their table
+                    found.append((rel.replace(os.sep, "/"), "file://" + root))
                 dirs[:] = []  # a layer's sub-folders are its scales, not layers
             elif depth >= _MAX_DEPTH:
                 dirs[:] = []

@@ -10,10 +10,12 @@ Neuroglancer runs in the browser and fetches ``info`` and chunk files over HTTP,
 * serves gzip-compressed chunks: when ``foo`` is missing and ``foo.gz`` exists, it sends
   ``foo.gz`` with ``Content-Encoding: gzip`` (emkit gzips float layers on disk; Neuroglancer's
   own static server answers 404 for them, ``stack.md`` pitfall 2);
-* answers 404 for missing chunks, which Neuroglancer draws as empty (like ``fill_missing``).
+* answers 404 for missing chunks, which Neuroglancer draws as empty (like ``fill_missing``);
+* remembers the last requests (:meth:`FileServer.requests`): which files a viewer fetched.
 """
 from __future__ import annotations
 
+import collections
 import http.server
 import os
 import re
@@ -48,6 +50,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header(k, v)
 
     def _error(self, code: int) -> None:
+        self.server.record(self.path, code)
         body = f"{code}\n".encode()
         self.send_response(code)
         self._cors()
@@ -93,6 +96,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 return self._error(416)
             data, status = data[a:b + 1], 206
             extra["Content-Range"] = f"bytes {a}-{b}/{n}"
+        self.server.record(self.path, status)
         self.send_response(status)
         self._cors()
         for k, v in extra.items():
@@ -117,7 +121,14 @@ class _HTTPServer(http.server.ThreadingHTTPServer):
         self.token = token
         self.verbose = verbose
         self.mounts: dict[str, str] = {}
+        self.log: collections.deque = collections.deque(maxlen=100_000)
         super().__init__(addr, _Handler)
+
+    def record(self, raw_path: str, status: int) -> None:
+        path = urllib.parse.unquote(urllib.parse.urlsplit(raw_path).path)
+        parts = [p for p in path.split("/") if p]
+        if len(parts) >= 2 and parts[0] == self.token:
+            self.log.append((parts[1], "/".join(parts[2:]), status))
 
     def resolve(self, raw_path: str) -> str | None:
         """Filesystem path for a request path, or None when it is outside every mount."""
@@ -183,6 +194,17 @@ class FileServer:
         key = str(len(mounts))
         mounts[key] = root
         return f"{self.base_url}/{key}"
+
+    def requests(self, folder: str | os.PathLike | None = None) -> list[tuple[str, int]]:
+        """The requests answered so far (GET/HEAD, last 100 000), oldest first, as
+        ``(path, HTTP status)``: ``path`` relative to ``folder`` when given (only that folder's
+        requests), else ``"<mount>/<path>"``."""
+        log = list(self._httpd.log)
+        if folder is None:
+            return [(f"{k}/{p}", st) for k, p, st in log]
+        root = os.path.realpath(os.fspath(folder))
+        keys = {k for k, path in self._httpd.mounts.items() if path == root}
+        return [(p, st) for k, p, st in log if k in keys]
 
     def stop(self) -> None:
         """Stop serving (idempotent)."""

@@ -79,6 +79,13 @@ class ViewerHandle:
         if srv is not None:
             srv.viewers.pop(self.viewer.token, None)
 
+    @property
+    def segments(self) -> dict[str, list[int]]:
+        """``{segmentation layer name: selected segment ids}`` the view opened with (their meshes,
+        where the layer has some, show in the 3D panel)."""
+        return {l["name"]: [int(i) for i in l["segments"]] for l in self.state["layers"]
+                if l.get("type") == "segmentation" and l.get("segments")}
+
     def __enter__(self) -> "ViewerHandle":
         return self
 
@@ -118,8 +125,10 @@ def serve(
     names: Sequence[str] | None = None,
     bind: str = "127.0.0.1",
     port: int = 0,
-    layout: str = "4panel",
+    layout: str = "auto",
     position_zyx: Sequence[float] | None = None,
+    segments=None,
+    n_segments: int = 5,
 ) -> ViewerHandle:
     """Show layers in a Neuroglancer viewer served from this machine.
 
@@ -129,8 +138,14 @@ def serve(
     names : one display name per URL (a dataset folder's name prefixes its layers).
     bind : address both servers listen on; default ``127.0.0.1`` (this machine only).
     port : port of the viewer page (0: any free port). Local data gets its own free port.
-    layout : Neuroglancer layout (``4panel``, ``xy``, ``3d``, …).
+    layout : Neuroglancer layout (``4panel``, ``xy``, ``3d``, ``xy-3d``, …); ``auto`` (default):
+        ``xy-3d`` when meshes are shown, else ``4panel``.
     position_zyx : centre of the view in voxels (z, y, x); default the first layer's centre.
+    segments : segments to select so their meshes show in 3D: ids (``[12, 40]`` or ``"12,40"``)
+        for the segmentation layers with meshes, or ``{layer name: ids}``. Default: the
+        ``n_segments`` largest segments of each segmentation layer whose info names a mesh folder
+        (written by :func:`emkit.mesh.mesh_layers` / ``emkit mesh``).
+    n_segments : how many segments the default selection takes (0: none).
 
     Returns
     -------
@@ -139,7 +154,8 @@ def serve(
 
     Layer types: ``image`` → grayscale image layer, ``affinities`` → image layer with an RGB
     shader (z, y, x → red, green, blue), ``probability`` → image, ``segmentation`` →
-    segmentation layer, ``mask`` → image layer with a coloured, half transparent shader.
+    segmentation layer (with its meshes in the 3D panel for the selected segments), ``mask`` →
+    image layer with a coloured, half transparent shader.
     """
     refs = resolve_layers(urls, names)
     refs, synapses = _add_synapse_partners(urls, refs)
@@ -151,7 +167,8 @@ def serve(
         return "precomputed://" + ref.url
 
     try:
-        state = neuroglancer_state(refs, sources=source, layout=layout, position_zyx=position_zyx)
+        state = neuroglancer_state(refs, sources=source, layout=layout, position_zyx=position_zyx,
+                                   segments=segments, n_segments=n_segments)
         _add_synapse_layers(state, synapses)
         viewer = _start_neuroglancer(bind, port)
         viewer.set_state(state)
