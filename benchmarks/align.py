@@ -1,27 +1,36 @@
-"""Rough alignment on unaligned phantoms: residual against the true fields, side by side with a peer.
+"""Alignment on unaligned phantoms and real EM: residual against the true fields, side by side with peers.
 
-Run: ``.venv/bin/python benchmarks/align.py [--quick]``; result in results/align.json.
+Run: ``.venv/bin/python benchmarks/align.py [--part phantoms|phantoms512|e2e|real] [--quick]``; each part takes
+a few minutes on the shared 2-core machine and replaces its own rows in results/align.json.
 
-For each phantom (``make_phantom`` then ``make_unaligned`` with the default
+``phantoms`` (16×256² sections), ``phantoms512`` (16×512²): for each phantom (``make_phantom`` then ``make_unaligned`` with the default
 :class:`~emkit.phantom.UnalignedParams`: rigid offsets, drift, smooth distortion; the first
 section is the reference) every method returns one field per section (aligned ← unaligned);
-the residual is ``|field - truth|`` (px, full resolution) where ``truth`` is the recorded
-inverse field, over tissue: pixels of the aligned frame that were imaged, not in resin or
-defect masks, not the reference section.
+the residual is ``|field - truth|`` (px, full resolution) where ``truth`` takes the unaligned
+image back to the phantom's clean frame, over tissue: pixels of the aligned frame that were
+imaged, not in resin or defect masks, not the reference section.
 
 Methods
 -------
-* ``emkit rough``: :func:`emkit.align.rough_align` (rotation + translation, neighbour fallback,
-  plain composition along z), defaults.
-* ``emkit rough, drift suppression (detrend 6)``: the same with ``detrend_sections=6`` (the slow
-  trend along z left in place).
-* ``skimage masked cross-correlation``: the peer — scikit-image ``phase_cross_correlation``
-  with ``reference_mask``/``moving_mask`` (the pixels holding data) between consecutive whole
-  sections, translation only (integer pixels), shifts summed along z. (OpenCV is not installed here: no ORB/
-  ``estimateAffinePartial2D`` peer.)
-* ``rigid part of the truth``: the least-squares rigid fit of the true field per section — the
-  floor a rigid aligner can reach (the smooth distortion remains).
-* ``none``: no alignment.
+* ``emkit fine (default: detrend 3)``: :func:`emkit.align.fine.fine_align` (rough, then fields per
+  section against the previous one, composed along z, the slow trend of the fine fields along z
+  left in place), defaults; ``emkit fine, plain composition (detrend 0)``: the paper's plain
+  composition (``detrend_sections=0``).
+* ``emkit rough``: :func:`emkit.align.rough_align` (rotation + translation), defaults.
+* ``skimage masked cross-correlation``: scikit-image ``phase_cross_correlation`` with masks of
+  the data between consecutive whole sections, translation only, summed along z.
+* ``rigid part of the truth``: the floor of any rigid method; ``none``: no alignment.
+* ``... (already aligned: must stay put)``: the phantom's clean image, where every field should be 0.
+
+``e2e``: the shipped boundary net → ``emkit segment`` → adapted Rand error of (a) the unaligned
+phantom, (b) the same after ``emkit align``, (c) the same phantom generated aligned.
+
+``real``: the real EM volumes of ``../shared/data/real-em`` moved by known fields
+(``make_unaligned`` defaults) and aligned back; and the volumes as they are (already aligned:
+the fields should be 0). Their tissue moves from section to section too (the truth is the
+volume as published).
+
+OpenCV (DIS, Farnebäck) is not installed in this environment, so those peers are absent.
 """
 from __future__ import annotations
 
@@ -31,12 +40,14 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+REAL = HERE.parent.parent / "shared" / "data" / "real-em"
 
 
 def _skimage_peer(stack, ignore):
@@ -53,8 +64,6 @@ def _skimage_peer(stack, ignore):
         if a.max() == 0 or b.max() == 0:
             mats[z, :, 2] = -total
             continue
-        # masked normalised cross-correlation (scikit-image's own way to leave out the no-data
-        # border; integer shifts)
         s = phase_cross_correlation(a, b, reference_mask=(a > 0) & ~ignore[z - 1], moving_mask=(b > 0) & ~ignore[z])[0]
         total = total + np.asarray(s)  # aligned_z[p] = U_z[p - total]
         mats[z, :, 2] = -total
@@ -72,94 +81,188 @@ def _rigid_floor(inverse, seen):
     return out
 
 
-def main(argv=None) -> int:
-    import torch
+def _row(case, method, err, dt=None, n=1):
+    return {"case": case, "method": method, "median_px": round(float(np.median(err)), 2),
+            "p95_px": round(float(np.percentile(err, 95)), 2), "max_px": round(float(err.max()), 1),
+            "s_per_section": "" if dt is None else round(dt / n, 3)}
 
+
+def part_phantoms(quick, big=False):
     from emkit.align import fields as F
-    from emkit.align.rough import RoughParams, rough_align
+    from emkit.align.fine import FineParams, fine_align
+    from emkit.align.rough import rough_align
     from emkit.phantom import make_phantom, make_unaligned
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="one small phantom (a smoke run; not written to results)")
-    args = ap.parse_args(argv)
-    torch.set_num_threads(1)
-    cases = [((8, 192, 192), 0, "none")] if args.quick else \
-        [((16, 256, 256), 0, "none"), ((16, 256, 256), 1, "none"), ((16, 256, 256), 2, "default"),
-         ((16, 512, 512), 3, "default")]
+    cases = [((8, 192, 192), 0, "none")] if quick else \
+        [((16, 512, 512), 3, "default")] if big else [((16, 256, 256), 0, "none"), ((16, 256, 256), 2, "default")]
     rows = []
     for size, seed, defects in cases:
         ph = make_phantom(size, seed=seed, defects=defects)
         u = make_unaligned(ph, seed=seed)
-        # the truth: from the unaligned image back to the clean frame (undoes the section moves and
-        # the slips and steps of the phantom; = u.inverse without defects)
         truth = F.invert(np.ascontiguousarray(np.moveaxis(u.phantom.displacement, 0, 1)), iterations=60)
-        ignore = np.zeros(size, bool)  # fold and crack masks (unaligned frame) are not matched
+        ignore = np.zeros(size, bool)  # fold and crack masks (unaligned frame)
         for k in ("fold", "crack"):
             if k in u.phantom.masks:
                 ignore |= u.phantom.masks[k] > 0
         seen = F.warp_labels(u.valid, u.inverse) > 0
         bad = np.zeros(size, bool)
-        for k, m in ph.masks.items():  # defect interiors (aligned frame) and resin are left out
+        for m in ph.masks.values():
             bad |= m > 0
         tissue = seen & ~bad
-        tissue[0] = False  # the reference section is not moved by anyone
+        tissue[0] = False
+        case = f"{'x'.join(map(str, size))} seed {seed} defects {defects}"
         methods = {
             "none": lambda: np.zeros_like(u.inverse),
             "rigid part of the truth": lambda: _rigid_floor(truth, tissue),
+            "emkit fine (default: detrend 3)": lambda: fine_align(u.image, resolution=ph.resolution,
+                                                                  masks=ignore).fields,
+            "emkit fine, plain composition (detrend 0)": lambda: fine_align(
+                u.image, resolution=ph.resolution, masks=ignore, params=FineParams(detrend_sections=0)).fields,
             "emkit rough": lambda: rough_align(u.image, resolution=ph.resolution, ignore=ignore).fields(),
-            "emkit rough, drift suppression (detrend 6)": lambda: rough_align(
-                u.image, resolution=ph.resolution, params=RoughParams(detrend_sections=6), ignore=ignore).fields(),
             "skimage masked cross-correlation": lambda: _skimage_peer(u.image, ignore),
         }
         for name, fn in methods.items():
             t0 = time.perf_counter()
             fld = fn()
             dt = time.perf_counter() - t0
-            err = F.norm(fld - truth)[tissue]
-            rows.append({"phantom": f"{'x'.join(map(str, size))} seed {seed} defects {defects}", "method": name,
-                         "median_px": round(float(np.median(err)), 2),
-                         "p95_px": round(float(np.percentile(err, 95)), 2), "max_px": round(float(err.max()), 1),
-                         "s_per_section": round(dt / size[0], 3) if name not in ("none", "rigid part of the truth") else ""})
+            timed = name not in ("none", "rigid part of the truth")
+            rows.append(_row(case, name, F.norm(fld - truth)[tissue], dt if timed else None, size[0]))
             print(rows[-1], flush=True)
-        # stability: an already aligned stack (the phantom's clean image) must stay put
-        t0 = time.perf_counter()
-        r = rough_align(ph.clean_image, resolution=ph.resolution)
-        dt = time.perf_counter() - t0
-        err = F.norm(r.fields())[1:]
-        rows.append({"phantom": f"{'x'.join(map(str, size))} seed {seed} defects {defects}, already aligned",
-                     "method": "emkit rough (clean phantom image: must stay put)", "median_px": round(float(np.median(err)), 2),
-                     "p95_px": round(float(np.percentile(err, 95)), 2), "max_px": round(float(err.max()), 1),
-                     "s_per_section": round(dt / size[0], 3)})
-        print(rows[-1], flush=True)
+        for name, params in (("emkit fine (default: detrend 3)", FineParams()),
+                             ("emkit fine, plain composition (detrend 0)", FineParams(detrend_sections=0))):
+            t0 = time.perf_counter()
+            r = fine_align(ph.clean_image, resolution=ph.resolution, params=params)
+            dt = time.perf_counter() - t0
+            rows.append(_row(case + ", already aligned", name + " (must stay put)", F.norm(r.fields)[1:], dt, size[0]))
+            print(rows[-1], flush=True)
+    return rows
+
+
+def part_e2e(quick):
+    sys.path.insert(0, str(HERE))
+    from _cli import sh
+
+    size = "8,128,128" if quick else "16,256,256"
+    seed = 5
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        sh("phantom", d / "al", "--size", size, "--seed", seed, "--quiet")
+        sh("phantom", d / "un", "--size", size, "--seed", seed, "--unaligned", "--quiet")
+        _, t_align = sh("align", d / "un/image", d / "un/aligned", "--masks", d / "un/masks/fold", d / "un/masks/crack",
+                        "--quiet")
+        runs = {"(a) unaligned, no alignment": (d / "un/image", [("image frame", d / "un/gt/image_frame/segmentation")]),
+                "(b) unaligned, after emkit align": (d / "un/aligned/image",
+                                                     [("aligned phantom's image frame", d / "al/gt/image_frame/segmentation"),
+                                                      ("clean frame", d / "al/gt/segmentation")]),
+                "(c) generated aligned": (d / "al/image", [("image frame", d / "al/gt/image_frame/segmentation")])}
+        for name, (img, gts) in runs.items():
+            aff = img.parent / (img.name + "_aff")
+            sh("infer", "boundary", img, aff, "--heads", "affinity", "--workers", "0", "--quiet")
+            seg = img.parent / (img.name + "_seg")
+            sh("segment", aff, seg, "--workers", "0", "--quiet")
+            for gname, gt in gts:
+                s = json.loads(sh("evaluate", seg / "segmentation", gt, "--worst", "0")[0])
+                rows.append({"case": f"{size.replace(',', 'x')} seed {seed} defects default, end to end",
+                             "method": f"{name}; ground truth: {gname}", "arand": round(s["arand"], 4),
+                             "voi_split": round(s["voi_split"], 3), "voi_merge": round(s["voi_merge"], 3),
+                             "s_per_section": round(t_align / int(size.split(',')[0]), 2) if "(b)" in name else ""})
+                print(rows[-1], flush=True)
+    return rows
+
+
+def _read_tif(path, n, crop):
+    import tifffile
+
+    a = tifffile.imread(path)
+    return np.ascontiguousarray(a[:n, :crop, :crop])
+
+
+def part_real(quick):
+    from emkit.align import fields as F
+    from emkit.align.fine import FineParams, fine_align
+    from emkit.align.rough import rough_align
+    from emkit.phantom import make_unaligned
+
+    vols = [("isbi2012-sstem-test-30x512x512.tif", (50, 4, 4), 16, 512),
+            ("flyem-medulla-fib-10nm-250.tif", (10, 10, 10), 16, 250)]
+    if quick:
+        vols = [(v[0], v[1], 6, 192) for v in vols[:1]]
+    rows = []
+    for fname, res, n, crop in vols:
+        path = REAL / fname
+        if not path.exists():
+            print(f"skipped: {path} not found")
+            continue
+        img = _read_tif(path, n, crop)
+        img = np.clip(img, 1, 255).astype(np.uint8)  # 0 is "no data"
+        u = make_unaligned(img, seed=11)
+        seen = F.warp_labels(u.valid, u.inverse) > 0
+        seen[0] = False
+        case = f"{fname.split('-')[0]} {n}x{crop}x{crop} at {res[1]} nm, moved by known fields"
+        for name, fn in (("none", lambda: np.zeros_like(u.inverse)),
+                         ("emkit fine (default: detrend 3)", lambda: fine_align(u.image, resolution=res).fields),
+                         ("emkit fine, plain composition (detrend 0)", lambda: fine_align(
+                             u.image, resolution=res, params=FineParams(detrend_sections=0)).fields),
+                         ("emkit rough", lambda: rough_align(u.image, resolution=res).fields()),
+                         ("skimage masked cross-correlation",
+                          lambda: _skimage_peer(u.image, np.zeros(u.image.shape, bool)))):
+            t0 = time.perf_counter()
+            fld = fn()
+            dt = time.perf_counter() - t0
+            rows.append(_row(case, name, F.norm(fld - u.inverse)[seen], dt if name != "none" else None, n))
+            print(rows[-1], flush=True)
+        for name, params in (("emkit fine (default: detrend 3)", FineParams()),
+                             ("emkit fine, plain composition (detrend 0)", FineParams(detrend_sections=0))):
+            t0 = time.perf_counter()
+            r = fine_align(img, resolution=res, params=params)
+            dt = time.perf_counter() - t0
+            rows.append(_row(case.replace("moved by known fields", "as published (already aligned)"),
+                             name + " (must stay put)", F.norm(r.fields)[1:], dt, n))
+            print(rows[-1], flush=True)
+    return rows
+
+
+PARTS = ("phantoms", "phantoms512", "e2e", "real")
+NOTES = (
+    "Residual = |estimated field - true field| in px over tissue of the aligned frame (imaged, outside resin and "
+    "defect masks, reference section excluded); phantom px = 8 nm; the true field takes the unaligned image back to "
+    "the clean frame (section moves, slips and steps undone); fold and crack masks (the phantom's) are given to the "
+    "emkit methods and the peer. s_per_section: wall time on the shared 2-core machine (load 6-11, torch 1 thread). "
+    "Unaligned phantoms: make_unaligned defaults (translation std 12 px, rotation std 1 deg, drift 0.5 px/section, "
+    "distortion RMS 1.5 px, length 48 px). OpenCV (DIS, Farnebäck) is not installed: those peers are absent.")
+
+
+def main(argv=None) -> int:
+    import torch
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--part", choices=PARTS, default="phantoms")
+    ap.add_argument("--quick", action="store_true", help="small cases (a smoke run; not written to results)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    rows = {"phantoms": part_phantoms, "phantoms512": lambda q: part_phantoms(q, big=True), "e2e": part_e2e,
+            "real": part_real}[args.part](args.quick)
     if args.quick:
         return 0
+    path = HERE / "results" / "align.json"
+    old = json.loads(path.read_text()) if path.exists() else {}
+    parts = old.get("parts", {})
+    parts[args.part] = rows
+    order = [p for p in PARTS if p in parts]
     res = {
-        "title": "Rough alignment (issue 9 §3): residual against the true fields of unaligned phantoms",
-        "command": ".venv/bin/python benchmarks/align.py",
+        "title": "Alignment (issue 9): residual against the true fields of unaligned phantoms and moved real EM; "
+                 "end-to-end segmentation",
+        "command": "; ".join(f".venv/bin/python benchmarks/align.py --part {p}" for p in order),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "date": datetime.date.today().isoformat(),
-        "rows": rows,
-        "notes": "Residual = |estimated field - true field| in px (8 nm) over tissue of the aligned frame "
-                 "(imaged, outside resin and defect masks, reference section excluded); the true field takes the "
-                 "unaligned image back to the phantom's clean frame (section moves, slips and steps undone); fold and "
-                 "crack masks (the phantom's, unaligned frame) are given to both methods as regions not to match; s_per_section is wall time "
-                 "on a shared 2-core machine (torch 1 thread). Unaligned phantoms: make_unaligned defaults (translation "
-                 "std 12 px, rotation std 1 deg, drift 0.5 px/section, distortion RMS 1.5 px). 'rigid part of the truth' "
-                 "is the floor of any rigid method (the smooth distortion stays). The peer is scikit-image "
-                 "phase_cross_correlation with masks of the data between whole consecutive sections (translation only). "
-                 "The phantom's tissue itself moves from section to section: its neurites run obliquely, and in a "
-                 "2 um (256 px) field a few large ones dominate, so consecutive aligned sections look shifted (and "
-                 "turned) consistently; a pairwise image aligner follows that and adds it up along z: the clean 256 px "
-                 "stacks move by 8.6-14 px median under emkit rough's plain composition, the 512 px one by 1.5 px. On "
-                 "512 px sections emkit rough is best (3.2 px median against a 1.4 px rigid floor; the peer 8.3 px, "
-                 "p95 14 px). On 256 px sections it is worse than the translation-only peer (9-16 px against 5-11 px); "
-                 "drift suppression (detrend_sections=6) brings it to 5.9-11.6 px there but hurts at 512 px (12.6 px: "
-                 "it also removes the low-pass part of the true offsets), hence off by default. The peer fails on "
-                 "sections with folds or missing data (p95 24 px on seed 2). The issue's goals (median < 0.5 px) are "
-                 "for the fine alignment still to come (sections 4-5).",
+        "rows": [r for p in order for r in parts[p]],
+        "parts": parts,
+        "notes": NOTES + (" " + old["conclusion"] if False else ""),
+        "conclusion": old.get("conclusion", ""),
     }
-    (HERE / "results" / "align.json").write_text(json.dumps(res, indent=2) + "\n")
-    print(f"wrote {HERE / 'results' / 'align.json'}")
+    path.write_text(json.dumps(res, indent=1) + "\n")
+    print(f"wrote {path}")
     return 0
 
 

@@ -568,7 +568,7 @@ class _WarpTask:
 def rough_align_layers(image_url, out_url, *, params: RoughParams | None = None, ignore_url=None,
                        write_field: bool = True, z_block: int | None = None, overwrite: bool = False,
                        workers: int | None = 0, scheduler: str | None = None, client=None,
-                       progress: bool = False) -> dict:
+                       progress: bool = False, sections=None) -> dict:
     """Chunked :func:`rough_align` over Precomputed layers; equals the array form.
 
     Writes under ``out_url``: ``image`` (aligned; same size, resolution, voxel offset and chunk
@@ -588,10 +588,14 @@ def rough_align_layers(image_url, out_url, *, params: RoughParams | None = None,
     overwrite : replace existing outputs (otherwise :class:`~emkit.errors.LayerExistsError`).
     workers, scheduler, client : where tasks run (:func:`emkit.runtime.map_chunks`; default
         ``workers=0``: serially in this process).
+    sections : optional ``(first, stop)`` absolute z (voxels): align only these sections (the
+        first is the reference); the output layers cover the input's grid, sections outside
+        the range are not written (they read 0).
 
     Returns
     -------
-    the report dict (also in ``transforms.json``), with ``matrices`` (z, 2, 3) as lists.
+    the report dict (also in ``transforms.json``), with ``matrices`` (z, 2, 3) as lists (one per
+    section of the range) and ``z_start``, the absolute z of the first.
     """
     from cloudfiles import CloudFiles
 
@@ -617,9 +621,9 @@ def rough_align_layers(image_url, out_url, *, params: RoughParams | None = None,
         old = list(cf.list(prefix="align/pairs/"))
         if old:
             cf.delete(old)
-    nz, ny, nx = src.size
-    z_origin = src.voxel_offset[0]
-    bounds = src.bbox
+    bounds = section_bounds(src, sections)
+    nz, ny, nx = bounds.shape
+    z_origin = bounds.start[0]
     zb = int(z_block or src.chunk_size[0])
     f = coarse_factor((ny, nx), src.resolution[1:], p)
     run = dict(workers=workers, scheduler=scheduler, client=client, progress=progress)
@@ -637,6 +641,7 @@ def rough_align_layers(image_url, out_url, *, params: RoughParams | None = None,
     report = _summary(G, status, tissue, sorted(pairs, key=lambda d: (d["z"], d["r"])), f, p)
     report["matrices"] = G.tolist()
     report["image"] = src.url
+    report["z_start"] = int(z_origin)
     Layer.create(out_image, "image", src.size, resolution=src.resolution, voxel_offset=src.voxel_offset,
                  chunk_size=src.chunk_size, overwrite=overwrite, description=f"emkit align (rough) of {src.url}")
     if write_field:
@@ -645,9 +650,26 @@ def rough_align_layers(image_url, out_url, *, params: RoughParams | None = None,
                      description="emkit align: (dy, dx) pixels; aligned[z,y,x] = image[z, y-dy, x-dx]")
     out_chunk = (src.chunk_size[0], ny, nx)
     map_chunks(_WarpTask(src.url, out_image, out_field if write_field else None, G, z_origin), bounds, out_chunk,
-               desc="align warp", **run)
+               origin=src.voxel_offset, desc="align warp", **run)
     cf.put_json("transforms.json", report)
     return report
+
+
+def section_bounds(src, sections=None):
+    """The box of the sections ``(first, stop)`` (absolute z) of layer ``src`` (all when None)."""
+    from ..geometry import Bbox
+
+    b = src.bbox
+    if sections is None:
+        return b
+    try:
+        a, e = (int(v) for v in sections)
+    except (TypeError, ValueError):
+        raise InputError(f"sections must be (first, stop) section numbers, got {sections!r}") from None
+    if not (b.start[0] <= a < e <= b.stop[0]) or e - a < 1:
+        raise InputError(f"sections {a}:{e} are not a non-empty range inside the layer's z range "
+                         f"{b.start[0]}:{b.stop[0]}")
+    return Bbox((a, b.start[1], b.start[2]), (e, b.stop[1], b.stop[2]))
 
 
 def read_transforms(out_url) -> dict:
