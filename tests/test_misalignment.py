@@ -137,7 +137,13 @@ def test_segmentation_masks(damaged):
     assert set(np.unique(m_in)) <= {0, 1} and set(np.unique(m_out)) <= {0, 1}
     per_in, per_out = m_in.mean(axis=(1, 2)), m_out.mean(axis=(1, 2))
     assert per_in[SLIP_Z] > 0.5 and per_in[np.arange(nz) != SLIP_Z].max() == 0     # input: the slip
+    assert per_out.max() == 0                         # emkit's default: steps stay out of the output mask
+    m_in_p, m_out_p = segmentation_masks(img, MisalignmentParams(output_steps=True))   # the paper's rule
+    per_out = m_out_p.mean(axis=(1, 2))
+    assert np.array_equal(m_in_p, m_in)
     assert per_out[STEP_Z] > 0.5 and per_out[np.arange(nz) != STEP_Z].max() == 0   # output: the step
+    with pytest.raises(InputError, match="output_steps"):
+        MisalignmentParams(output_steps="yes")
     # folds / cracks / resin from defect masks go into the input mask; three in a row also into the output
     fold = np.zeros(img.shape, np.uint8)
     fold[2:5, 10:40, 20:60] = 1       # three consecutive sections
@@ -170,13 +176,14 @@ def test_chunked_equals_array(tmp_path, damaged):
     fold[7:10, 50:90, 30:100] = 1
     _layer(str(tmp_path / "img"), img, (4, 64, 64))
     _layer(str(tmp_path / "fold"), fold, (4, 64, 64))
-    want_in, want_out = segmentation_masks(img, defect_masks={"fold": fold})
+    paper = MisalignmentParams(output_steps=True)        # steps in the output mask too: both kinds of content
+    want_in, want_out = segmentation_masks(img, paper, defect_masks={"fold": fold})
     assert want_in[SLIP_Z].any() and want_out[STEP_Z].any() and want_out[7:10].any()
     want_maps = misalignment_maps(img)
     for i, chunk in enumerate([(4, 64, 64), (8, 128, 192)]):
         in_url, out_url, maps_url = segmentation_masks_layers(
             str(tmp_path / "img"), str(tmp_path / f"out{i}"), chunk_size=chunk,
-            defect_mask_urls={"fold": str(tmp_path / "fold")}, maps=True)
+            defect_mask_urls={"fold": str(tmp_path / "fold")}, maps=True, params=paper)
         maps = Layer.open(maps_url)
         assert maps.voxel_offset == (OFFSET[0], OFFSET[1] // 64, OFFSET[2] // 64) and maps.num_channels == 5
         np.testing.assert_allclose(maps.read(), want_maps, rtol=0, atol=1e-6, equal_nan=True)
@@ -215,9 +222,9 @@ def test_masks_command_writes_masks_and_refuses_bad_defects(tmp_path, capsys, da
 
     img = damaged[SEEDS[0]]
     Layer.create(str(tmp_path / "img"), "image", img.shape, chunk_size=(8, 128, 128)).write(img)
-    assert main(["masks", str(tmp_path / "img"), str(tmp_path / "m"), "--quiet"]) == 0
+    assert main(["masks", str(tmp_path / "img"), str(tmp_path / "m"), "--quiet", "--output-steps"]) == 0
     out = capsys.readouterr().out
-    want_in, want_out = segmentation_masks(img)
+    want_in, want_out = segmentation_masks(img, MisalignmentParams(output_steps=True))
     assert np.array_equal(Layer.open(str(tmp_path / "m" / "mask_in")).read(), want_in)
     assert np.array_equal(Layer.open(str(tmp_path / "m" / "mask_out")).read(), want_out)
     assert f"[{SLIP_Z}]" in out and f"[{STEP_Z}]" in out

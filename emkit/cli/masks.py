@@ -8,6 +8,7 @@ examples:
   emkit masks data/ph/image data/ph/masks_and_maps --maps
   emkit masks data/ph/image data/ph/masks_with_folds --defect fold=data/ph/masks/fold --defect crack=data/ph/masks/crack
   emkit masks data/ph/image data/ph/masks_true_defects --defects data/ph
+  emkit masks data/ph/image data/ph/masks_paper_rule --output-steps
 """
 
 #: above this many voxels the command does not read the masks back to summarise them
@@ -20,8 +21,8 @@ def register(sub) -> None:
         description="Misalignment maps (correlation of high-pass filtered 8x8 px patches of each section with up "
                     "to 5 previous ones, at about 64 nm per pixel), steps and slips classified from them, and the "
                     "paper's segmentation masks (Methods: Segmentation masks): OUT_DIR/mask_in (slips, plus the "
-                    "fold/crack/resin masks given with --defects or --defect) and OUT_DIR/mask_out (steps, and locations masked "
-                    "in the input for 3 consecutive sections), mask layers on the image's grid that "
+                    "fold/crack/resin masks given with --defects or --defect) and OUT_DIR/mask_out (locations masked "
+                    "in the input for 3 consecutive sections, and steps with --output-steps), mask layers on the image's grid that "
                     "`emkit infer --mask-in/--mask-out` take. Existing outputs are refused unless --overwrite. "
                     "Sizes are z,y,x voxels.",
         epilog=EPILOG, formatter_class=ExamplesHelpFormatter)
@@ -35,6 +36,9 @@ def register(sub) -> None:
     p.add_argument("--chunk", metavar="Z,Y,X", help="task chunk: whole storage chunks, y/x multiples of the patch "
                                                     "extent (default: the whole volume in one task)")
     p.add_argument("--maps", action="store_true", help="also write the misalignment maps (OUT_DIR/maps)")
+    p.add_argument("--output-steps", action="store_true",
+                   help="also put steps into the output mask (the paper's rule; off by default: emkit's boundary net "
+                        "is trained to bridge steps, and zeroing its output there splits every object crossing one)")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--workers", type=int, default=0, metavar="N",
                        help="local dask worker processes (default 0: in this process)")
@@ -86,8 +90,11 @@ def run(args) -> int:
     if unknown:
         raise InputError(f"--defect kinds must be among {', '.join(MisalignmentParams().input_defects)}; "
                          f"got {', '.join(unknown)}")
+    params = None
+    if getattr(args, "output_steps", False):
+        params = MisalignmentParams.for_resolution(Layer.open(args.image).resolution[2], output_steps=True)
     urls = segmentation_masks_layers(
-        args.image, args.out_dir, chunk_size=parse_vec3(args.chunk, "--chunk", positive=True) if args.chunk else None,
+        args.image, args.out_dir, params=params, chunk_size=parse_vec3(args.chunk, "--chunk", positive=True) if args.chunk else None,
         defect_mask_urls=defects or None, workers=None if args.scheduler else args.workers,
         scheduler=args.scheduler, overwrite=args.overwrite, progress=not args.quiet, maps=args.maps)
     for name, url in zip(("input mask", "output mask", "misalignment maps"), urls):

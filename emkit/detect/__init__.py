@@ -7,11 +7,13 @@ training it on simulated defects (torch is imported only when a net runs).
 """
 from .defect_masks import (DefectParams, block_px, defect_probabilities, detect_defects, detect_defects_layers,
                            predicted_mask_layers, predicted_masks)
-from .masks import consecutive_runs, segmentation_masks, segmentation_masks_layers
+from .masks import (consecutive_runs, segmentation_masks, segmentation_masks_layers, slip_interpolated_truth,
+                    true_segmentation_masks)
 from .misalignment import (MisalignmentParams, classify_misalignments, classify_regions, misaligned,
                            misalignment_maps, patch_extent, upsample_patches)
 
 __all__ = ["MisalignmentParams", "misalignment_maps", "misaligned", "classify_misalignments", "classify_regions",
            "patch_extent", "upsample_patches", "segmentation_masks", "segmentation_masks_layers", "consecutive_runs",
+           "true_segmentation_masks", "slip_interpolated_truth",
            "DefectParams", "detect_defects", "detect_defects_layers", "defect_probabilities", "predicted_masks",
            "predicted_mask_layers", "block_px"]

@@ -280,8 +280,9 @@ def detect_defects(image, *, resolution, model="defects", params: DefectParams |
 
 def predicted_masks(image, resolution, *, model="defects", params=None, misalignment_params=None):
     """Input and output masks of boundary detection from the image alone: detected folds, cracks
-    and resin (:func:`detect_defects`) plus slips and steps from the misalignment maps
-    (:func:`emkit.detect.segmentation_masks`). What the demo feeds ``emkit.inference``.
+    and resin (:func:`detect_defects`) plus slips (and steps, with
+    ``MisalignmentParams.output_steps``) from the misalignment maps
+    (:func:`emkit.detect.segmentation_masks`).
 
     Returns
     -------

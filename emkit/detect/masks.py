@@ -2,8 +2,9 @@
 
 * Input mask: slips (from the misalignment maps, :mod:`emkit.detect.misalignment`) plus the
   folds, cracks and resin of ``defect_masks`` (the phantom's truth, or a detector's output).
-* Output mask: steps, plus every location masked in the input mask for ``consecutive`` (paper:
-  three) consecutive sections — all sections of such a run.
+* Output mask: every location masked in the input mask for ``consecutive`` (paper: three)
+  consecutive sections — all sections of such a run — plus, with
+  ``MisalignmentParams.output_steps`` (the paper's rule; not emkit's default, see there), steps.
 
 Both are uint8 (z, y, x), 1 = masked, on the image's grid: what ``emkit infer --mask-in`` /
 ``--mask-out`` take (as mask layers on the image's grid). Slip and step locations come from the
@@ -19,7 +20,8 @@ from ..errors import InputError
 from .misalignment import (MisalignmentParams, _check_image, _params, classify_regions, misalignment_maps,
                            upsample_patches)
 
-__all__ = ["segmentation_masks", "segmentation_masks_layers", "consecutive_runs"]
+__all__ = ["segmentation_masks", "segmentation_masks_layers", "consecutive_runs", "true_segmentation_masks",
+           "slip_interpolated_truth"]
 
 
 def consecutive_runs(mask: np.ndarray, n: int) -> np.ndarray:
@@ -76,8 +78,67 @@ def _masks_from_maps(maps, shape, p: MisalignmentParams, defect_masks) -> tuple[
         if m.shape != tuple(shape):
             raise InputError(f"defect mask {kind!r} has shape {m.shape}; the image has shape {tuple(shape)}")
         mask_in |= (m != 0).astype(np.uint8)
-    mask_out = upsample_patches(step, shape, p) | consecutive_runs(mask_in, p.consecutive)
+    mask_out = consecutive_runs(mask_in, p.consecutive)
+    if p.output_steps:
+        mask_out |= upsample_patches(step, shape, p)
     return mask_in, mask_out.astype(np.uint8)
+
+
+def true_segmentation_masks(phantom, params: MisalignmentParams | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The masks :func:`segmentation_masks` should find, from a phantom's truth (same rules).
+
+    Input mask: the phantom's ``slip`` sections and the kinds in ``params.input_defects`` (fold,
+    crack, resin); output mask: locations masked in the input for ``params.consecutive``
+    sections, plus the ``step`` sections when ``params.output_steps``.
+
+    Parameters
+    ----------
+    phantom : :class:`emkit.phantom.Phantom` (its ``masks`` are in the image frame).
+    params : :class:`MisalignmentParams` (default: emkit's defaults).
+
+    Returns
+    -------
+    (mask_in, mask_out) : uint8 (z, y, x), 1 = masked.
+    """
+    p = _params(params)
+    masks = getattr(phantom, "masks", None)
+    if not isinstance(masks, dict):
+        raise InputError(f"expected a phantom (with a dict of masks), got {type(phantom).__name__}")
+    shape = tuple(phantom.shape)
+    mask_in = np.zeros(shape, np.uint8)
+    for kind in ("slip", *p.input_defects):
+        if kind in masks:
+            mask_in |= (np.asarray(masks[kind]) != 0).astype(np.uint8)
+    mask_out = consecutive_runs(mask_in, p.consecutive)
+    if p.output_steps and "step" in masks:
+        mask_out |= np.asarray(masks["step"]) != 0
+    return mask_in, mask_out.astype(np.uint8)
+
+
+def slip_interpolated_truth(phantom) -> np.ndarray:
+    """A phantom's segmentation in the image frame, except on slip sections, which keep the
+    displacement of the section before (after, for a slip at z = 0): what a masked segmentation
+    should be scored against.
+
+    The input mask blanks a slipped section and the boundary net fills it in from its neighbours
+    (the paper's *slip interpolation*: emkit's boundary net is trained on exactly this target,
+    see :mod:`emkit.train.sampler`), so the segmentation of a slip section follows its
+    neighbours, not the slipped image. Scoring it against the slipped truth counts every object
+    of the section as displaced, masked or not.
+
+    Returns
+    -------
+    uint64 (z, y, x) like ``phantom.in_image_frame(phantom.segmentation)``.
+    """
+    from ..defects import warp
+
+    d = np.array(phantom.displacement, np.float32, copy=True)
+    slips = sorted(int(z) for z in phantom.defect_sections.get("slip", []))
+    for z in slips:
+        nb = z - 1 if z > 0 else z + 1
+        if 0 <= nb < d.shape[1] and nb not in slips:
+            d[:, z] = d[:, nb]
+    return warp(phantom.segmentation, d, order=0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -86,13 +147,14 @@ def _halo(p: MisalignmentParams) -> tuple[int, int, int]:
 
     z: the output mask at z needs the input mask at z ± (consecutive - 1); a slip at s needs
     sections s - 1..s + 1 (and s - 1 inside the block), a step at z needs z - 2..z + 1: so
-    ``max(consecutive, 2) + 1`` sections. y/x: a smoothed map at a patch needs ``smooth_radius``
-    patches around it and each patch the high-pass filter's reach (its Gaussian radius in working
-    px), rounded up to whole patches so the block stays on the volume's patch grid.
+    ``max(consecutive, 2) + 1`` sections. y/x: a slip at a patch needs the slips of
+    ``slip_fill_radius`` patches around it, a smoothed map ``smooth_radius`` patches around it
+    and each patch the high-pass filter's reach (its Gaussian radius in working px), rounded up
+    to whole patches so the block stays on the volume's patch grid.
     """
     ext = p.patch_px * p.downsample
     reach = int(4.0 * float(p.highpass_sigma_px) + 0.5)                 # scipy's Gaussian radius
-    patches = p.smooth_radius + -(-reach // p.patch_px)
+    patches = p.smooth_radius + -(-reach // p.patch_px) + p.slip_fill_radius
     return (max(p.consecutive, 2) + 1, patches * ext, patches * ext)
 
 

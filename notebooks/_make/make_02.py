@@ -17,8 +17,9 @@ cells = [
        "(Methods: *Fold & crack detection*, *Resin detection*, *Segmentation masks*) finds folds, cracks and "
        "resin with a 2D U-Net, misalignments with correlation maps between neighbouring sections, and turns "
        "them into two masks for the boundary net: the **input mask** (slips, folds, cracks, resin: zeroed in "
-       "the net's input) and the **output mask** (steps, and anything masked in three consecutive sections: "
-       "affinities zeroed).\n\n"
+       "the net's input) and the **output mask** (anything masked in three consecutive sections: affinities "
+       "zeroed; steps too only with `MisalignmentParams(output_steps=True)`, the paper's rule — emkit's boundary "
+       "net bridges steps, and zeroing them splits every object that crosses one).\n\n"
        "This notebook runs those steps on a phantom whose defects are known, so each can be checked."),
     code("# parameters: small by default so the notebook runs in about a minute\n"
          "SIZE = (16, 256, 256)   # voxels, z, y, x (40 x 8 x 8 nm)\n"
