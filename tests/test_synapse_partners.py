@@ -38,10 +38,59 @@ def test_params_defaults_and_errors():
     p = PartnerParams()
     assert p.widths == (16, 20, 40)                         # paper: 16, 20, 40 feature maps
     assert p.patch_size((40, 8, 8)) == (18, 80, 80)         # Turner et al. 2020: 160x160x18 at 4x4x40 nm
-    for bad in (dict(widths=(16, 0)), dict(radius_nm=-1), dict(contact_nm=0), dict(batch_size=0), dict(patch_nm=(1, 2)),
+    for bad in (dict(widths=(16, 0)), dict(radius_nm=-1), dict(contact_nm=-1), dict(max_candidates=0), dict(distinct=1),
+                dict(batch_size=0), dict(patch_nm=(1, 2)),
                 dict(min_segment_voxels=1.5)):
         with pytest.raises(InputError, match=next(iter(bad))):
             PartnerParams(**bad)
+
+
+def _two_cells():
+    """Two cells (ids 1, 2) meeting at x = 10 in a (3, 20, 20) patch at (40, 8, 8) nm, a 3-voxel
+    sliver (id 3) touching the contact one voxel off the cleft, and the cleft: the voxels on both
+    sides of the contact (x = 9 and 10) in rows 5..14 of the middle section."""
+    seg = np.ones((3, 20, 20), np.uint64)
+    seg[:, :, 10:] = 2
+    seg[1, 15:18, 10] = 3
+    mask = np.zeros(seg.shape, bool)
+    mask[1, 5:15, 9:11] = True
+    return seg, mask
+
+
+def test_selection_takes_the_two_cells_at_the_cleft():
+    from emkit.synapse.partners import _select
+
+    res = (40, 8, 8)
+    seg, mask = _two_cells()
+    pre = np.where(seg == 1, 0.8, 0.1).astype(np.float32)
+    post = np.where(seg == 2, 0.4, 0.05).astype(np.float32)
+    post[seg == 3] = 0.9                         # a sliver the net lights brightly: the old rule's failure
+    p, q, ps, qs = _select(pre, post, seg, mask, res, PartnerParams())
+    assert (p, q) == (1, 2) and ps == pytest.approx(0.8) and qs == pytest.approx(0.4)
+    # the rule of the first shipped version (any segment within 60 nm, each side's largest mean) takes the sliver
+    old = PartnerParams(contact_nm=60.0, max_candidates=None, distinct=False)
+    assert _select(pre, post, seg, mask, res, old)[:2] == (1, 3)
+    # pre != post when two segments hold the cleft, even where one lights both maps most
+    both = np.where(seg == 1, 0.9, 0.2).astype(np.float32)
+    assert _select(both, both, seg, mask, res, PartnerParams())[:2] in {(1, 2), (2, 1)}
+    assert _select(both, both, seg, mask, res, PartnerParams(distinct=False))[:2] == (1, 1)
+    # a cleft inside one segment (e.g. a false detection in a vessel wall) is an autapse, which the table drops
+    inside = np.zeros(seg.shape, bool)
+    inside[1, 5:15, 2:5] = True
+    assert _select(pre, post, seg, inside, res, PartnerParams())[:2] == (1, 1)
+    # the candidates are the segments with the most voxels at the cleft, however bright another is
+    seg2 = seg.copy()
+    seg2[1, 13:15, 10] = 3                       # the sliver now holds 2 of the cleft's 20 voxels
+    assert _select(pre, post, seg2, mask, res, PartnerParams())[:2] == (1, 2)
+    assert _select(pre, post, seg2, mask, res, PartnerParams(max_candidates=3))[:2] == (1, 3)
+    # a cleft lying on one side (as a cleft net's, on the postsynaptic density) still finds the other
+    # side within contact_nm; with 0 nm only the side it lies in
+    post_side = np.zeros(seg.shape, bool)
+    post_side[1, 5:15, 10] = True
+    assert _select(pre, post, seg, post_side, res, PartnerParams())[:2] == (1, 2)
+    assert _select(pre, post, seg, post_side, res, PartnerParams(contact_nm=0))[:2] == (2, 2)
+    # no labelled voxel at the cleft: unassigned
+    assert _select(pre, post, np.zeros_like(seg), mask, res, PartnerParams()) == (0, 0, 0.0, 0.0)
 
 
 def test_tiny_training_writes_a_loadable_checkpoint(tmp_path):

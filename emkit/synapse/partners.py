@@ -14,11 +14,16 @@ For each cleft (a connected component, :mod:`emkit.synapse.components`):
 2. the net sees two channels, the image (normalised to 0..1) and the mask of *this* cleft's voxels
    (other clefts in the patch are not marked), and gives two maps: presynaptic and postsynaptic
    voxel weights (sigmoid of its logits);
-3. for every segment id (0 excluded) that comes within :attr:`PartnerParams.contact_nm` of the
-   cleft, the mean predicted weight over its voxels inside the patch and within
-   :attr:`PartnerParams.radius_nm` of the cleft; ``pre_id`` / ``post_id`` are the ids
-   with the largest mean presynaptic / postsynaptic weight (ties: the smaller id), ``pre_score`` /
-   ``post_score`` those means, ``assignment_score`` the smaller of the two.
+3. the candidates are the two segments (0 excluded) with the most voxels in the cleft's contact
+   zone — its voxels and those within :attr:`PartnerParams.contact_nm` (16 nm) of them: a synapse
+   has two partners and its cleft lies between them; a candidate's ``pre`` / ``post`` score is
+   its mean predicted weight over its voxels inside the patch and within
+   :attr:`PartnerParams.radius_nm` of the cleft (paper: the segments "with the largest mean
+   predicted weight"); ``(pre_id, post_id)`` is the pair of different candidates with the largest
+   ``pre + post`` score (ties: the smaller ids), so the net decides which side is presynaptic — a
+   cleft with one candidate gets it as both partners, an autapse, which the synapse table drops
+   as in the paper; ``pre_score`` / ``post_score`` are their scores, ``assignment_score`` the
+   smaller of the two.
 
 Two forms, equal cleft for cleft:
 
@@ -83,11 +88,25 @@ class PartnerParams:
         The paper does not state one; 300 nm keeps the partners' parts next to the cleft (a
         phantom cleft is at most 220 nm in radius) and the same region is used in training
         and inference.
-    contact_nm : only segments with a voxel within this distance (nm) of the cleft are candidates
-        (partners abut their cleft; None: any segment in the region). Not in the paper: it keeps a
-        large or tiny neighbour that the net half-lights from winning on its mean; chosen on the
-        validation phantom (seed 199 at 64 × 384 × 384, which holds a soma and a vessel): 14 of 22
-        clefts right without it, 18 with 60 nm (40 nm: 18, 100 nm: 16).
+    contact_nm : the contact zone: the cleft's voxels and those within this distance (nm,
+        anisotropic) of them. Default 16 nm: two voxels in-plane at 8 × 8 × 40 nm (no neighbouring
+        section, 40 nm away). None: everything within :attr:`radius_nm`.
+    max_candidates : the candidates are the segments (0 excluded) with the most voxels in the
+        contact zone, at most this many (ties: the smaller id; None: every segment there). Default
+        2: a synapse has two partners, and a cleft lies between them — in the phantom by
+        construction (every true cleft's voxels lie in exactly its pre and post segment), and a
+        cleft net's cleft hugs the postsynaptic density with the presynaptic membrane a voxel or
+        two away. Not in the paper (Turner et al. 2020 take the largest mean weight over all the
+        segments in the patch): without it, a large or tiny neighbour that the net half-lights
+        wins on its mean (the first shipped rule, ``contact_nm=60, max_candidates=None,
+        distinct=False``: 13 of 22 fresh-seed clefts right, 22 of 22 with this one; see
+        benchmarks/RESULTS.md, *Shipped partner net*). Chosen on seeds 199 and 3 (ground-truth
+        and boundary-net segmentation, true and predicted clefts; 104 of 104 clefts right): 16 or
+        24 nm with 2 candidates tie; 8 nm, 3 candidates, or a minimum share of the zone instead of
+        the top two score lower.
+    distinct : with two or more candidates, pre and post are different segments: the pair with the
+        largest sum of presynaptic and postsynaptic score. A cleft with a single candidate gets it
+        as both partners (an autapse, dropped by the synapse table as in the paper).
     min_segment_voxels : segments with fewer voxels in that region are not candidates (1: all).
     batch_size : patches per forward pass on a GPU (on the CPU patches go one by one; see the module).
     device : torch device for the net (``"cpu"``, ``"cuda"``).
@@ -96,7 +115,9 @@ class PartnerParams:
     patch_nm: tuple[float, float, float] = PAPER_PATCH_NM
     widths: tuple[int, ...] = PAPER_WIDTHS
     radius_nm: float | None = 300.0
-    contact_nm: float | None = 60.0
+    contact_nm: float | None = 16.0
+    max_candidates: int | None = 2
+    distinct: bool = True
     min_segment_voxels: int = 1
     batch_size: int = 8
     device: str = "cpu"
@@ -111,11 +132,16 @@ class PartnerParams:
         if not w or any(x < 1 for x in w):
             raise InputError(f"PartnerParams.widths must be positive integers, got {self.widths!r}")
         object.__setattr__(self, "widths", w)
-        for name in ("radius_nm", "contact_nm"):
+        for name, lo in (("radius_nm", "positive"), ("contact_nm", "non-negative")):
             r = getattr(self, name)
-            if r is not None and (isinstance(r, bool) or not isinstance(r, (int, float, np.number)) or not r > 0
-                                  or not math.isfinite(float(r))):
-                raise InputError(f"PartnerParams.{name} must be a positive number of nm or None, got {r!r}")
+            if r is not None and (isinstance(r, bool) or not isinstance(r, (int, float, np.number))
+                                  or not math.isfinite(float(r)) or not (r > 0 if lo == "positive" else r >= 0)):
+                raise InputError(f"PartnerParams.{name} must be a {lo} number of nm or None, got {r!r}")
+        k = self.max_candidates
+        if k is not None and (isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1):
+            raise InputError(f"PartnerParams.max_candidates must be an integer >= 1 or None, got {k!r}")
+        if not isinstance(self.distinct, (bool, np.bool_)):
+            raise InputError(f"PartnerParams.distinct must be True or False, got {self.distinct!r}")
         for name in ("min_segment_voxels", "batch_size"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
@@ -250,30 +276,48 @@ def _region(mask: np.ndarray, resolution, radius_nm) -> np.ndarray:
     return _distance(mask, resolution) <= float(radius_nm)
 
 
-def _candidates(seg: np.ndarray, mask: np.ndarray, resolution, params) -> tuple[np.ndarray, np.ndarray]:
-    """(region of the means, segmentation with non-candidates set to 0) for one patch."""
+def _select(pre_w: np.ndarray, post_w: np.ndarray, seg: np.ndarray, mask: np.ndarray, resolution,
+            params: PartnerParams) -> tuple[int, int, float, float]:
+    """``(pre_id, post_id, pre_score, post_score)`` of one cleft from the net's two maps.
+
+    1. *candidates*: the :attr:`PartnerParams.max_candidates` segments (0 excluded) with the most
+       voxels within :attr:`PartnerParams.contact_nm` of the cleft (the cleft's own voxels included);
+    2. each candidate's scores: its mean presynaptic / postsynaptic weight over its voxels within
+       :attr:`PartnerParams.radius_nm` of the cleft (candidates with fewer than
+       :attr:`PartnerParams.min_segment_voxels` voxels there are dropped);
+    3. one candidate: it is both partners (an autapse, which the synapse table drops — paper: a
+       cleft inside one segment, e.g. in a blood vessel or a fold); two or more: the pair
+       ``pre != post`` with the largest ``pre_score + post_score`` when
+       :attr:`PartnerParams.distinct` (else each side's own best). Ties: the smaller id.
+    No candidate: ``(0, 0, 0.0, 0.0)`` (unassigned).
+    """
     d = _distance(mask, resolution)
-    region = np.ones(mask.shape, bool) if params.radius_nm is None else d <= float(params.radius_nm)
+    lab = seg != 0
     if params.contact_nm is None:
-        return region, seg
-    near = np.unique(seg[d <= float(params.contact_nm)])
-    return region, np.where(np.isin(seg, near), seg, 0)
-
-
-def _choose(weights: np.ndarray, seg: np.ndarray, region: np.ndarray, min_voxels: int):
-    """(id, mean weight) of the segment with the largest mean ``weights`` over its voxels in
-    ``region`` (0 excluded; ties: the smaller id); (0, 0.0) when there is none."""
-    m = region & (seg != 0)
-    if not m.any():
-        return 0, 0.0
+        zone = lab if params.radius_nm is None else lab & (d <= float(params.radius_nm))
+    else:
+        zone = lab & (d <= float(params.contact_nm))
+    cand, ccnt = np.unique(seg[zone], return_counts=True)
+    if params.max_candidates is not None and cand.size > params.max_candidates:
+        cand = np.sort(cand[np.argsort(-ccnt, kind="stable")[:params.max_candidates]])
+    if cand.size == 0:
+        return 0, 0, 0.0, 0.0
+    m = lab if params.radius_nm is None else lab & (d <= float(params.radius_nm))
+    m &= np.isin(seg, cand)
     ids, inv, cnt = np.unique(seg[m], return_inverse=True, return_counts=True)
-    sums = np.bincount(inv, weights=weights[m].astype(np.float64), minlength=ids.size)
-    mean = sums / cnt
-    mean[cnt < min_voxels] = -1.0
-    i = int(np.argmax(mean))
-    if mean[i] < 0:
-        return 0, 0.0
-    return int(ids[i]), float(mean[i])
+    keep = cnt >= params.min_segment_voxels
+    if not keep.any():
+        return 0, 0, 0.0, 0.0
+    sp = (np.bincount(inv, weights=pre_w[m].astype(np.float64), minlength=ids.size) / cnt)[keep]
+    sq = (np.bincount(inv, weights=post_w[m].astype(np.float64), minlength=ids.size) / cnt)[keep]
+    ids = ids[keep]
+    if ids.size == 1 or not params.distinct:
+        i, j = int(np.argmax(sp)), int(np.argmax(sq))
+    else:
+        tot = sp[:, None] + sq[None, :]
+        np.fill_diagonal(tot, -np.inf)
+        i, j = (int(v) for v in np.unravel_index(int(np.argmax(tot)), tot.shape))
+    return int(ids[i]), int(ids[j]), float(sp[i]), float(sq[j])
 
 
 def _run_patches(net, patches, resolution, params: PartnerParams, progress=False, desc="partners"):
@@ -302,9 +346,7 @@ def _run_patches(net, patches, resolution, params: PartnerParams, progress=False
             else:
                 y = torch.sigmoid(net(torch.from_numpy(x).to(dev))).float().cpu().numpy()
         for (cid, _, m, seg), out in zip(batch, y):
-            region, cand = _candidates(seg, m, resolution, params)
-            pre, ps = _choose(out[sl["pre"]][0], cand, region, params.min_segment_voxels)
-            post, qs = _choose(out[sl["post"]][0], cand, region, params.min_segment_voxels)
+            pre, post, ps, qs = _select(out[sl["pre"]][0], out[sl["post"]][0], seg, m, resolution, params)
             rows.append((int(cid), pre, post, ps, qs, min(ps, qs)))
         bar.update(len(batch))
     bar.close()
