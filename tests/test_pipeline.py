@@ -155,9 +155,16 @@ def tiny_run(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("pipeline")
     cfg = write_config(root, {**TINY, "output": str(root / "run")})
+    import torch
+
     buf = io.StringIO()
-    with redirect_stdout(buf):
-        rc = cli(["run", cfg, "--quiet"])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the kill test's subprocesses (OMP_NUM_THREADS=1): the net's sums then agree bit for bit
+    try:
+        with redirect_stdout(buf):
+            rc = cli(["run", cfg, "--quiet"])
+    finally:
+        torch.set_num_threads(threads)
     assert rc == 0, buf.getvalue()
     return cfg, root / "run", buf.getvalue()
 

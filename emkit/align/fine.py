@@ -53,7 +53,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import InputError, LayerExistsError
+from ..errors import InputError
 
 __all__ = ["FineParams", "FineResult", "pair_field", "compose_pairs", "fine_align", "fine_align_layers",
            "read_report"]
@@ -687,11 +687,9 @@ def fine_align_layers(image_url, out_url, *, params: FineParams | None = None, r
     """
     import io
 
-    from cloudfiles import CloudFiles
-
-    from ..io import Layer, check_same_grid, join_url, layer_exists, normalize_url
+    from ..io import Layer, check_same_grid, join_url, normalize_url
     from ..runtime import map_chunks
-    from .rough import rough_align_layers, section_bounds
+    from .rough import claim_output, rough_align_layers, section_bounds
 
     p = _params(params)
     src = Layer(image_url)
@@ -700,19 +698,7 @@ def fine_align_layers(image_url, out_url, *, params: FineParams | None = None, r
     mask_urls = [normalize_url(u) for u in (mask_urls or [])]
     if mask_urls:
         check_same_grid(src, *[Layer(u) for u in mask_urls], what="alignment (image, masks)")
-    out_url = normalize_url(out_url)
-    out_image, out_field = join_url(out_url, "image"), join_url(out_url, "field")
-    cf = CloudFiles(out_url)
-    if not overwrite:
-        found = [n for n, u in (("image", out_image), ("field", out_field)) if layer_exists(u)]
-        found += [n for n in ("quality.json",) if cf.exists(n)]
-        if found:
-            raise LayerExistsError(f"{out_url} already holds {', '.join(found)}; pass overwrite=True (--overwrite) "
-                                   "to replace them")
-    else:
-        old = list(cf.list(prefix="align/fine/"))
-        if old:
-            cf.delete(old)
+    out_url, out_image, out_field, cf = claim_output(out_url, "quality.json", "align/fine/", overwrite)
     run = dict(workers=workers, scheduler=scheduler, client=client, progress=progress)
     if client is not None or scheduler is not None:
         run.pop("workers")

@@ -565,6 +565,30 @@ class _WarpTask:
             Layer(self.out_field).write(np.ascontiguousarray(fld.transpose(1, 0, 2, 3)), chunk.start)
 
 
+def claim_output(out_url, record: str, work_prefix: str, overwrite: bool):
+    """The output folder of an alignment run: its URL, ``image`` and ``field`` layer URLs and a
+    CloudFiles on it. Refuses (LayerExistsError) a folder that holds an alignment already — the
+    layers or the run's ``record`` file — unless ``overwrite``, which clears ``work_prefix``."""
+    from cloudfiles import CloudFiles
+
+    from ..io import join_url, layer_exists, normalize_url
+
+    out_url = normalize_url(out_url)
+    out_image, out_field = join_url(out_url, "image"), join_url(out_url, "field")
+    cf = CloudFiles(out_url)
+    if not overwrite:
+        found = [n for n, u in (("image", out_image), ("field", out_field)) if layer_exists(u)]
+        found += [record] if cf.exists(record) else []
+        if found:
+            raise LayerExistsError(f"{out_url} already holds {', '.join(found)}; pass overwrite=True (--overwrite) "
+                                   "to replace them")
+    else:
+        old = list(cf.list(prefix=work_prefix))
+        if old:
+            cf.delete(old)
+    return out_url, out_image, out_field, cf
+
+
 def rough_align_layers(image_url, out_url, *, params: RoughParams | None = None, ignore_url=None,
                        write_field: bool = True, z_block: int | None = None, overwrite: bool = False,
                        workers: int | None = 0, scheduler: str | None = None, client=None,
@@ -597,9 +621,7 @@ def rough_align_layers(image_url, out_url, *, params: RoughParams | None = None,
     the report dict (also in ``transforms.json``), with ``matrices`` (z, 2, 3) as lists (one per
     section of the range) and ``z_start``, the absolute z of the first.
     """
-    from cloudfiles import CloudFiles
-
-    from ..io import Layer, check_same_grid, join_url, layer_exists, normalize_url
+    from ..io import Layer, check_same_grid, normalize_url
     from ..runtime import map_chunks
 
     p = _params(params)
@@ -608,19 +630,7 @@ def rough_align_layers(image_url, out_url, *, params: RoughParams | None = None,
         raise InputError(f"{src.url} is a {src.kind.name} layer; rough alignment needs an image layer")
     if ignore_url:
         check_same_grid(src, Layer(ignore_url), what="rough alignment (image, ignore mask)")
-    out_url = normalize_url(out_url)
-    out_image, out_field = join_url(out_url, "image"), join_url(out_url, "field")
-    cf = CloudFiles(out_url)
-    if not overwrite:
-        found = [n for n, u in (("image", out_image), ("field", out_field)) if layer_exists(u)]
-        found += [n for n in ("transforms.json",) if cf.exists(n)]
-        if found:
-            raise LayerExistsError(f"{out_url} already holds {', '.join(found)}; pass overwrite=True (--overwrite) "
-                                   "to replace them")
-    if overwrite:
-        old = list(cf.list(prefix="align/pairs/"))
-        if old:
-            cf.delete(old)
+    out_url, out_image, out_field, cf = claim_output(out_url, "transforms.json", "align/pairs/", overwrite)
     bounds = section_bounds(src, sections)
     nz, ny, nx = bounds.shape
     z_origin = bounds.start[0]
