@@ -46,6 +46,11 @@ class ConfigError(InputError):
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    @field_validator("chunk", "task", check_fields=False)   # the stages' task boxes, where a stage has one
+    @classmethod
+    def _check_box(cls, v, info):
+        return _positive_vec3(v, info.field_name)
+
 
 def _positive_vec3(v, what: str):
     if v is None:
@@ -123,11 +128,6 @@ class MasksStage(_Model):
                             "Large crack correction), 'truth' (a phantom's true defect masks: an oracle)")
     chunk: Optional[Vec3] = Field(None, description="task chunk (z, y, x); default the whole volume in one task")
 
-    @field_validator("chunk")
-    @classmethod
-    def _check_chunk(cls, v):
-        return _positive_vec3(v, "chunk")
-
 
 class BoundaryStage(_Model):
     """Boundary detection (paper: Methods, Boundary Detection): ``emkit infer``; writes ``affinities``."""
@@ -139,22 +139,12 @@ class BoundaryStage(_Model):
     use_masks: bool = Field(True, description="feed the masks stage's mask_in/mask_out to the net when that stage "
                                               "runs (paper: Segmentation masks; default true)")
 
-    @field_validator("chunk")
-    @classmethod
-    def _check_chunk(cls, v):
-        return _positive_vec3(v, "chunk")
-
 
 class SemanticStage(_Model):
     """Semantic labelling (paper: Methods, Semantic labeling): ``emkit infer semantic``; writes ``semantic``."""
 
     model: str = Field("semantic", description="shipped semantic net name or checkpoint (default 'semantic')")
     chunk: Optional[Vec3] = Field(None, description="task chunk (z, y, x); default about 4 M voxels")
-
-    @field_validator("chunk")
-    @classmethod
-    def _check_chunk(cls, v):
-        return _positive_vec3(v, "chunk")
 
 
 class SegmentStage(_Model):
@@ -170,11 +160,6 @@ class SegmentStage(_Model):
     chunk: Optional[Vec3] = Field(None, description="task chunk (z, y, x); default: small volumes in one piece "
                                                     "in process, else 32, 128, 128")
 
-    @field_validator("chunk")
-    @classmethod
-    def _check_chunk(cls, v):
-        return _positive_vec3(v, "chunk")
-
 
 class SynapsesStage(_Model):
     """Synapse detection and partner assignment (paper: Methods, Synapse detection and synaptic partner
@@ -186,11 +171,6 @@ class SynapsesStage(_Model):
                                                       "true partners, an oracle (default 'partner')")
     chunk: Optional[Vec3] = Field(None, description="task chunk (z, y, x); default the image's storage chunk "
                                                     "× (1, 2, 2)")
-
-    @field_validator("chunk")
-    @classmethod
-    def _check_chunk(cls, v):
-        return _positive_vec3(v, "chunk")
 
 
 PYRAMID_LAYERS = ("image", "affinities", "semantic", "segmentation")
@@ -218,11 +198,6 @@ class MeshesStage(_Model):
     task: Optional[Vec3] = Field(None, description="box (z, y, x) one task meshes; default 4× the storage chunk "
                                                    "in y, x")
 
-    @field_validator("task")
-    @classmethod
-    def _check_task(cls, v):
-        return _positive_vec3(v, "task")
-
 
 class SkeletonsStage(_Model):
     """TEASAR skeletons per segment (paper: Data access and visualization; kimimaro): ``emkit skeleton``;
@@ -235,11 +210,6 @@ class SkeletonsStage(_Model):
                                                             "(default 3500)")
     task: Optional[Vec3] = Field(None, description="box (z, y, x) one task skeletonizes; default 4× the storage "
                                                    "chunk in y, x")
-
-    @field_validator("task")
-    @classmethod
-    def _check_task(cls, v):
-        return _positive_vec3(v, "task")
 
 
 class EvaluateStage(_Model):
