@@ -172,3 +172,9 @@ def test_bad_input_is_named():
         pair_field(np.zeros((32, 32), np.uint8), np.zeros((16, 16), np.uint8))
     with pytest.raises(InputError, match="masks"):
         fine_align(np.zeros((2, 32, 32), np.uint8), masks=np.zeros((2, 16, 16)))
+
+
+def test_pair_field_refuses_an_image_dtype_it_cannot_read():
+    a = np.zeros((64, 64), np.int32)
+    with pytest.raises(InputError, match="fine alignment works on uint8.*int32"):
+        pair_field(a, a)

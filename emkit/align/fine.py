@@ -143,12 +143,9 @@ def field_factor(resolution_yx, shape_yx, params: FineParams) -> int:
 
 # -- sections -----------------------------------------------------------------------------------------
 def _grey(a) -> np.ndarray:
-    a = np.asarray(a)
-    if a.dtype == np.uint8:
-        return a.astype(np.float32)
-    if np.issubdtype(a.dtype, np.floating):
-        return a.astype(np.float32) * 255.0
-    raise InputError(f"fine alignment works on uint8 (0-255) or float (0-1) images, got dtype {a.dtype}")
+    from .rough import _grey as grey
+
+    return grey(a, "fine alignment")
 
 
 def tissue(section, params: FineParams, defects=None) -> np.ndarray:

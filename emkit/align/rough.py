@@ -164,13 +164,14 @@ def coarse_factor(shape_yx, resolution_yx, params: RoughParams | None = None) ->
     return int(min(f, cap))
 
 
-def _grey(section) -> np.ndarray:
+def _grey(section, what: str = "rough alignment") -> np.ndarray:
+    """A section as float32 grey values 0-255 (uint8 as is, float 0-1 scaled); other dtypes refused."""
     a = np.asarray(section)
     if a.dtype == np.uint8:
         return a.astype(np.float32)
     if np.issubdtype(a.dtype, np.floating):
         return a.astype(np.float32) * 255.0
-    raise InputError(f"rough alignment works on uint8 (0-255) or float (0-1) images, got dtype {a.dtype}")
+    raise InputError(f"{what} works on uint8 (0-255) or float (0-1) images, got dtype {a.dtype}")
 
 
 def _downsample(a: np.ndarray, f: int, how="mean") -> np.ndarray:
