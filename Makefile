@@ -19,7 +19,7 @@ $(BIN)/python:
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 	$(BIN)/pip install -q torch==2.13.0 -c constraints.txt --extra-index-url $(TORCH_INDEX) --retries 1
-	$(BIN)/pip install -q -e '.[widgets,notebook,test,nets]' -c constraints.txt
+	$(BIN)/pip install -q -e '.[widgets,notebook,test,nets,cluster]' -c constraints.txt
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 

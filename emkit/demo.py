@@ -49,6 +49,9 @@ class DemoResult:
     synapses: dict | None = None
     #: what the pyramid / mesh / skeleton stages made, in words ({"meshes": "22 segments", ...})
     products: dict = field(default_factory=dict)
+    #: with ``unaligned``: the alignment residual against the phantom's true fields
+    #: (:func:`emkit.evaluate.alignment_residual_dirs`: median_px, p95_px, max_px, ...)
+    alignment: dict | None = None
 
     @property
     def oracle(self) -> bool:
@@ -190,7 +193,7 @@ ORACLE_NOTE = {"cleft": "oracle: the phantom's true clefts, no cleft net install
 def demo_config(out_dir: str, *, size=None, seed: int | None = None, defects=None, model: str | None = None,
                 semantic: str = "none", semantic_model: str = "semantic", threshold: float | None = None,
                 workers: int | None = None, synapses: bool = True, cleft_model: str | None = None,
-                partner_model: str | None = None):
+                partner_model: str | None = None, unaligned: bool = False):
     """The shipped phantom configuration (:data:`DEMO_CONFIG`) with the demo's options applied.
 
     Arguments left at None keep the configuration file's values; see :func:`run_demo`.
@@ -216,6 +219,10 @@ def demo_config(out_dir: str, *, size=None, seed: int | None = None, defects=Non
     if defects is not None:
         ph["defects"] = defects if isinstance(defects, str) else list(defects)
     st = data["stages"]
+    if unaligned:
+        # the sections moved as before alignment (the phantom's defaults), then `emkit align` undoes it
+        ph["unaligned"] = {}
+        st["align"] = {}
     have = available_models()
     if model is not None:
         st["boundary"]["model"] = os.fspath(model)
@@ -244,8 +251,8 @@ DEMO_CONFIG = "phantom"
 def run_demo(out_dir: str, *, size=None, seed: int | None = None, defects=None, model: str | None = None,
              semantic: str = "none", semantic_model: str = "semantic", threshold: float | None = None,
              workers: int | None = None, synapses: bool = True, cleft_model: str | None = None,
-             partner_model: str | None = None, overwrite: bool = False, progress: bool = True,
-             echo=None) -> DemoResult:
+             partner_model: str | None = None, unaligned: bool = False, overwrite: bool = False,
+             progress: bool = True, echo=None) -> DemoResult:
     """``emkit run`` of the shipped phantom configuration into ``out_dir``, summarised for the demo.
 
     The stages (emkit/pipeline/configs/phantom.yaml): phantom → boundary net → segmentation →
@@ -270,6 +277,9 @@ def run_demo(out_dir: str, *, size=None, seed: int | None = None, defects=None, 
     synapses : find synapses on the segmentation (into ``OUT_DIR/synapses``) and score them.
     cleft_model, partner_model : synapse nets (default: the shipped ``cleft`` / ``partner`` when
         installed, else the phantom's ground truth, labelled an oracle).
+    unaligned : move the phantom's sections as before alignment (rigid offsets, drift, smooth
+        distortion; true fields kept) and add the align stage; the result then holds the
+        alignment residual (``alignment``) and is scored in the aligned frame.
     overwrite : recompute the stages whose parameters changed (and those reading from them).
     progress : progress bars; ``echo`` : where the stage lines go (None: nowhere).
 
@@ -286,7 +296,7 @@ def run_demo(out_dir: str, *, size=None, seed: int | None = None, defects=None, 
 
     cfg = demo_config(out_dir, size=size, seed=seed, defects=defects, model=model, semantic=semantic,
                       semantic_model=semantic_model, threshold=threshold, workers=workers, synapses=synapses,
-                      cleft_model=cleft_model, partner_model=partner_model)
+                      cleft_model=cleft_model, partner_model=partner_model, unaligned=unaligned)
     rep = run_pipeline(cfg, overwrite=overwrite, progress=progress, echo=echo)
     rec = rep.records
     res = DemoResult(out_dir=rep.run, layers={}, timings=dict(rep.seconds))
@@ -296,6 +306,7 @@ def run_demo(out_dir: str, *, size=None, seed: int | None = None, defects=None, 
     res.semantic_source = (rec["segment"].get("summary") or {}).get("semantic_source", "")
     scores = json.loads(CloudFiles(join_url(rep.run, "evaluation")).get("scores.json"))
     res.scores = scores["segmentation"]
+    res.alignment = scores.get("alignment")
     if cfg.stages.synapses is not None:
         srec = rec["synapses"]
         sm = srec.get("summary") or {}

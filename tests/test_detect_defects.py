@@ -88,6 +88,51 @@ def test_tiny_training_run_writes_checkpoints_and_resumes(tmp_path, torch1):
     assert set(m) == {"fold", "crack", "resin"} and m["fold"].shape == (1, 64, 64)
 
 
+def test_cli_resume_keeps_the_runs_configuration(tmp_path, torch1):
+    """`emkit train defects --out RUN --resume --iterations N [--lr X]` continues with the saved run's data,
+    net and seed (not the command line's defaults), may lower the learning rate, and records the resume;
+    a resume to an iteration already reached, or of an absent run, is refused."""
+    from emkit.detect.train import DefectTrainConfig, resumed_config, train_defects, train_defects_cli
+
+    run = tmp_path / "run"
+    cfg = DefectTrainConfig(out_dir=str(run), iterations=2, batch_size=2, patch=32, widths=(8, 16, 32),
+                            phantom_seeds=(5,), phantom_size=(2, 96, 96), val_samples=4, val_interval=2,
+                            progress=False)
+    train_defects(cfg)
+    ns = argparse.Namespace(out=str(run), resume=True, iterations=3, lr=5e-4, threads=1, device=None, seed=None,
+                            widths=None, patch=None, init=None, data=[], val_interval=None, no_progress=True)
+    r = train_defects_cli(ns)
+    log = json.loads((run / "log.json").read_text())
+    assert r["iterations"] == 3 and log["train"]["iteration"] == [1, 2, 3]
+    assert log["config"]["widths"] == [8, 16, 32] and log["config"]["phantom_seeds"] == [5]
+    assert log["resumes"][0]["from_iteration"] == 2 and log["resumes"][0]["lr"] == 5e-4
+    from emkit.nets.checkpoint import load_checkpoint
+
+    blob = load_checkpoint(run / "last.pt")
+    assert blob["extra"]["train_config"]["patch"] == 32 and blob["extra"]["iteration"] == 3
+    assert [g["lr"] for g in blob["training"]["optimizer"]["param_groups"]] == [5e-4]
+    with pytest.raises(InputError, match="at iteration 3"):
+        train_defects(resumed_config(run, iterations=3), resume=True)
+    with pytest.raises(InputError, match="cannot change patch"):
+        resumed_config(run, patch=64)
+    with pytest.raises(InputError, match="cannot resume"):
+        resumed_config(tmp_path / "nothing", iterations=5)
+    # weight averaging of equal checkpoints is the identity; batch-norm recalibration replaces the statistics
+    from emkit.detect.train import average_checkpoints, recalibrate_batchnorm
+    from emkit.detect.unet2d import load_unet2d
+
+    one = load_unet2d(str(run / "last.pt"))
+    avg = average_checkpoints([run / "last.pt", run / "last.pt"])
+    assert all(torch1.equal(a, b) for a, b in zip(avg.state_dict().values(), one.state_dict().values()))
+    bn = [m for m in avg.modules() if isinstance(m, torch1.nn.BatchNorm2d)]
+    old = [m.running_var.clone() for m in bn]
+    recalibrate_batchnorm(avg, cfg, n_batches=2)
+    assert not avg.training and all(m.momentum == 0.1 for m in bn)
+    assert not all(torch1.equal(o, m.running_var) for o, m in zip(old, bn))
+    assert all(torch1.equal(a, b) for (k, a), b in zip(avg.state_dict().items(), one.state_dict().values())
+               if "running" not in k and "num_batches" not in k)
+
+
 def test_training_samples_have_true_masks(torch1):
     """Simulated training samples: a fold is dark where its target is, a crack bright; the target is
     0 where the image holds no data."""
@@ -110,8 +155,8 @@ def test_training_samples_have_true_masks(torch1):
 
 def test_shipped_net_finds_fold_and_crack(fresh, shipped):
     """On a fresh phantom the shipped net's fold mask matches the true fold (IoU) and its crack mask covers
-    the true crack; no folds on sections without defects. (The shipped net over-calls cracks and misses
-    small resin areas: see benchmarks/results/detect_defects.json.)"""
+    the true crack; no folds on sections without defects. (Fresh-seed IoUs are 0.7-0.9, below the issue's
+    goal, and small resin areas are missed: see benchmarks/results/detect_defects.json.)"""
     from emkit.detect import detect_defects
 
     got = detect_defects(fresh.image, resolution=fresh.resolution, model=shipped)
@@ -122,6 +167,41 @@ def test_shipped_net_finds_fold_and_crack(fresh, shipped):
     assert clean_z and got["fold"][clean_z].mean() < 0.005
 
 
+def test_inference_settings(fresh, shipped):
+    """Per-kind thresholds; regions smaller than min_size (working px, inside a tile) are dropped, so on a
+    256 px section (one tile) every fold region kept is at least that large; no detections where the image
+    holds no data; flips=8 gives the transpose of a transposed image's probabilities."""
+    from scipy.ndimage import label
+
+    from emkit.detect import DefectParams, defect_probabilities, detect_defects
+
+    z = fresh.defect_sections["fold"][0]
+    img = np.ascontiguousarray(fresh.image[z:z + 1])
+    loose = detect_defects(img, resolution=fresh.resolution, model=shipped,
+                           params=DefectParams(threshold=0.2, min_size=0))
+    kept = detect_defects(img, resolution=fresh.resolution, model=shipped,
+                          params=DefectParams(threshold={"fold": 0.2, "crack": 0.9, "resin": 0.5}, min_size=60))
+    assert kept["fold"].any() and (kept["fold"] <= loose["fold"]).all() and kept["fold"].sum() < loose["fold"].sum()
+    lab, n = label(kept["fold"][0], structure=np.ones((3, 3), bool))
+    assert min(np.bincount(lab.ravel())[1:]) >= 60 * 4                 # 16 nm working px = 4 image px at 8 nm
+    hole = img.copy()
+    hole[:, 64:192, 32:160] = 0
+    got = detect_defects(hole, resolution=fresh.resolution, model=shipped, params=DefectParams(threshold=0.05))
+    assert not any(got[k][:, 64:192, 32:160].any() for k in got)
+    p = DefectParams(flips=8, channels=("fold", "crack"))
+    a = defect_probabilities(img, resolution=fresh.resolution, model=shipped, params=p)
+    b = defect_probabilities(np.ascontiguousarray(img.transpose(0, 2, 1)), resolution=fresh.resolution,
+                             model=shipped, params=p)
+    for k in a:
+        assert np.allclose(a[k], b[k].transpose(0, 2, 1), atol=1e-4), k
+    assert not np.allclose(a["fold"], defect_probabilities(img, resolution=fresh.resolution, model=shipped,
+                                                           params=DefectParams(channels=("fold",)))["fold"])
+    for bad, match in (({"threshold": {"fold": 0.5}}, "missing"), ({"threshold": {"fold": 0.5, "crack": 0.5,
+                       "resin": 1.0}}, "resin"), ({"min_size": -1}, "min_size"), ({"flips": 3}, "flips")):
+        with pytest.raises(InputError, match=match):
+            DefectParams(**bad)
+
+
 def test_chunked_equals_array(tmp_path, fresh, shipped):
     """detect_defects_layers over several chunks (non-zero voxel offset) writes exactly the array form's
     masks; rerunning resumes (nothing to do); other parameters over the same outputs are refused."""
@@ -130,7 +210,7 @@ def test_chunked_equals_array(tmp_path, fresh, shipped):
 
     zs = sorted({fresh.defect_sections["fold"][0], fresh.defect_sections["crack"][0]})
     img = np.ascontiguousarray(fresh.image[zs, :, :192])
-    p = DefectParams(tile_px=64)                      # blocks of 128 px at 8 nm: several chunks in y and x
+    p = DefectParams(tile_px=64, flips=2)             # blocks of 128 px at 8 nm: several chunks in y and x
     want = detect_defects(img, resolution=fresh.resolution, model=shipped, params=p)
     assert all(want[k].any() for k in ("fold", "crack"))
     Layer.create(str(tmp_path / "img"), "image", img.shape, resolution=fresh.resolution, voxel_offset=(3, 64, 128),
@@ -146,7 +226,10 @@ def test_chunked_equals_array(tmp_path, fresh, shipped):
                           chunk_size=(1, 128, 128))
     with pytest.raises(LayerExistsError):
         detect_defects_layers(str(tmp_path / "img"), str(tmp_path / "out"), model="defects",
-                              params=DefectParams(tile_px=64, threshold=0.6), chunk_size=(1, 128, 128))
+                              params=DefectParams(tile_px=64, flips=2, min_size=7), chunk_size=(1, 128, 128))
+    with pytest.raises(LayerExistsError):
+        detect_defects_layers(str(tmp_path / "img"), str(tmp_path / "out"), model="defects",
+                              params=DefectParams(tile_px=64, flips=2, threshold=0.6), chunk_size=(1, 128, 128))
     with pytest.raises(InputError, match="multiple of"):
         detect_defects_layers(str(tmp_path / "img"), str(tmp_path / "out2"), model="defects", chunk_size=(1, 128, 64))
 

@@ -15,6 +15,7 @@ OVERRIDES = {
     QUICKSTART: "SIZE = (12, 128, 128)\nSEED = 1\nOUT_DIR = {tmp!r}\nTHRESHOLD = 0.5\nSEMANTIC = {semantic!r}\n"
                 "SERVE = True\n",
     "01_phantom_and_defects.ipynb": "SIZE = (16, 128, 128)\nSEED = 2\nDEFECTS = 'default'\n",
+    "02_alignment.ipynb": "SIZE = (8, 192, 192)\nSEED = 2\nOUT_DIR = None\nWORKERS = 0\nSERVE = True\n",
 }
 # notebooks with their own test module (it runs them and checks their outputs)
 OWN_TEST = {"02_defects_and_masks.ipynb", "03_boundary_detection.ipynb", "04_semantic_labels.ipynb", "05_segmentation.ipynb",

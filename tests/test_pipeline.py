@@ -102,9 +102,21 @@ def test_config_errors_name_the_field_and_value(tmp_path):
     with pytest.raises(InputError, match="no configuration file"):
         load_config(tmp_path / "missing.yaml")
     # input.layer and input.phantom are alternatives: setting one replaces the other
-    on_layer = load_config("phantom", overrides=parse_set(["input.layer=data/ph/image"]))
+    on_layer = load_config("phantom", overrides=parse_set(["input.layer=data/ph/image", "stages.evaluate=false"]))
     assert on_layer.input.phantom is None and on_layer.input.layer == "data/ph/image"
     assert load_config("phantom", overrides=parse_set(["input.phantom.seed=3"])).input.phantom.seed == 3
+
+
+def test_a_layer_input_needs_ground_truth_to_evaluate_or_no_evaluate_stage():
+    from emkit.pipeline.config import ConfigError, load_config, parse_set
+
+    with pytest.raises(ConfigError, match=r"stages\.evaluate needs a ground-truth.*stages\.evaluate=false"):
+        load_config("phantom", overrides=parse_set(["input.layer=data/em/image"]))
+    cfg = load_config("phantom", overrides=parse_set(["input.layer=data/em/image", "stages.evaluate=false"]))
+    assert "evaluate" not in cfg.stage_names() and "segment" in cfg.stage_names()
+    cfg = load_config("phantom", overrides=parse_set(["input.layer=data/em/image",
+                                                      "stages.evaluate.ground_truth=data/em/gt"]))
+    assert cfg.stages.evaluate.ground_truth == "data/em/gt"
 
 
 def test_a_stage_without_its_input_stage_is_refused():
@@ -127,7 +139,7 @@ def test_shipped_config_documents_every_field():
     cfg = c.load_config("phantom")
     assert cfg.stage_names()[0] == "phantom" and {"boundary", "segment", "synapses", "meshes", "skeletons",
                                                   "pyramids", "evaluate"} <= set(cfg.stage_names())
-    models = [c.PhantomSource, c.InputConfig, c.ClusterConfig, c.PipelineConfig, c.StagesConfig, c.AlignStage, c.MasksStage,
+    models = [c.PhantomSource, c.UnalignedSource, c.InputConfig, c.ClusterConfig, c.PipelineConfig, c.StagesConfig, c.AlignStage, c.MasksStage,
               c.BoundaryStage, c.SemanticStage, c.SegmentStage, c.SynapsesStage, c.PyramidsStage, c.MeshesStage,
               c.SkeletonsStage, c.EvaluateStage]
     for m in models:
@@ -143,6 +155,13 @@ def test_shipped_config_documents_every_field():
     assert c.MeshesStage().max_error == MeshParams().max_error
     assert c.SkeletonsStage().dust_threshold == SkeletonParams().dust_threshold
     assert c.SkeletonsStage().tick_threshold == SkeletonParams().tick_threshold
+    from emkit.align.rough import RoughParams
+    from emkit.phantom import UnalignedParams
+
+    for k in ("shift_px", "rotation_deg", "distortion_px", "drift_px"):
+        assert getattr(c.UnalignedSource(), k) == getattr(UnalignedParams(), k), k
+    for k in ("coarse_nm", "neighbours", "max_rotation_deg"):
+        assert getattr(c.AlignStage(), k) == getattr(RoughParams(), k), k
 
 
 # -- a run -------------------------------------------------------------------------------------

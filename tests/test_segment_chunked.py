@@ -251,3 +251,58 @@ def test_semantic_probabilities_act_as_their_classes(tmp_path, aff_layer, cells,
         prob[:3])
     with pytest.raises(InputError, match="5 float channels"):
         segment_layers(aff_layer, tmp_path / "o3", semantic_url=str(tmp_path / "prob3"), workers=0, progress=False)
+
+
+# ------------------------------------------------------------------ fast paths = their references ---
+def test_edge_reductions_match_their_sorting_references():
+    from emkit.segment.chunk_watershed import reduce_edges
+    from emkit.segment.octree import _aggregate_edges, _global_order
+
+    rng = np.random.default_rng(3)
+    n = 400
+    a = rng.integers(1, n, 5000)
+    b = rng.integers(1, n, 5000)
+    a, b = np.minimum(a, b), np.maximum(a, b)
+    a[:40], b[:40] = 7, 9  # one pair with many faces (the bucket sort's large-bucket branch)
+    w = np.round(rng.random(5000), 2).astype(np.float32)  # ties between faces
+    key = rng.permutation(100000)[:5000].astype(np.int64)
+    dense = reduce_edges(a, b, w, key, 0.3)  # dense ids: counting buckets
+    ref = reduce_edges(a.astype(np.uint64), b.astype(np.uint64), w, key, 0.3)  # lexsort path
+    for x, y in zip(dense, ref):
+        assert np.array_equal(np.asarray(x).astype(np.float64), np.asarray(y).astype(np.float64))
+    assert (dense[2] == -1).any() and (dense[2] >= 0.3).any()
+
+    q = rng.integers(0, 2**32, 5000)
+    cnt = rng.integers(1, 4, 5000)
+    got = _aggregate_edges(b, a, w, key, q, cnt)  # ends swapped: ordered inside
+    keep = a != b
+    lo, hi, ka, kk, qq, cc = a[keep], b[keep], w[keep], key[keep], q[keep], cnt[keep]
+    o = np.lexsort((kk, -ka, hi, lo))
+    lo, hi, ka, kk, qq, cc = lo[o], hi[o], ka[o], kk[o], qq[o], cc[o]
+    s = np.flatnonzero(np.r_[True, (lo[1:] != lo[:-1]) | (hi[1:] != hi[:-1])])
+    for x, y in zip(got, (lo[s], hi[s], ka[s], kk[s], np.add.reduceat(qq, s), np.add.reduceat(cc, s))):
+        assert np.array_equal(x, y)
+
+    idx = rng.permutation(5000)[:3000]
+    assert np.array_equal(_global_order(idx, w, key), idx[np.lexsort((key[idx], -w[idx]))])
+
+
+def test_unit_index_finds_ids_and_refuses_unknown_ones():
+    from emkit.segment.octree import _Index
+
+    ids = (np.uint64(5) << np.uint64(32)) + np.random.default_rng(0).permutation(10000).astype(np.uint64)
+    index = _Index(ids)
+    q = ids[[17, 0, 9999, 17]]
+    assert np.array_equal(ids[index(q)], q)
+    with pytest.raises(RuntimeError, match="not in the box"):
+        index(np.array([3], np.uint64))
+
+
+def test_box_of_finds_each_level_box_directly():
+    from emkit.segment.chunked import ChunkPlan, plan_boxes
+
+    plan = ChunkPlan((20, 70, 50), (8, 32, 16))
+    for L in range(plan.top + 1):
+        for leaf in plan_boxes(plan, 0):
+            want = [b for b in plan_boxes(plan, L) if all(s <= a < e for a, s, e in zip(leaf.start, b.start, b.stop))]
+            assert plan.box_of(leaf.start, L) == want[0]

@@ -185,3 +185,60 @@ def test_chunked_empty_volume(tmp_path):
     res = cleft_components_layers(url, str(tmp_path / "out"), chunk_size=(2, 4, 4), progress=False)
     assert res["n_clefts"] == 0 and res["n_components_before_filter"] == 1
     _assert_same(res, lab, tab)
+
+
+def _hysteresis_reference(prob, lo, hi, min_size, connectivity=26):
+    """Components of prob > lo (scipy.ndimage.label) holding a voxel > hi, with >= min_size voxels."""
+    structure = np.ones((3, 3, 3)) if connectivity == 26 else ndi.generate_binary_structure(3, 1)
+    lab, n = ndi.label(prob > lo, structure=structure)
+    idx = np.arange(1, n + 1)
+    ok = (np.asarray(ndi.maximum(prob, lab, idx)) > hi) & (np.bincount(lab.ravel(), minlength=n + 1)[1:] >= min_size)
+    return np.isin(lab, idx[ok])
+
+
+def test_seed_threshold_hysteresis_array():
+    prob = np.zeros((3, 12, 12), np.float32)
+    prob[1, 1:5, 1:5] = 0.6        # a cleft's faint rim ...
+    prob[1, 2, 2] = 0.96875        # ... around one confident voxel (31/32, exact in float32): kept whole
+    prob[1, 7:10, 7:10] = 0.8      # faint everywhere: dropped by the seed test, kept without it
+    prm = CleftParams(threshold=0.5, seed_threshold=0.9, min_size_voxels=2)
+    lab, tab = cleft_components(prob, params=prm)
+    assert list(tab.size_voxels) == [16] and np.all(lab[1, 1:5, 1:5] == 1) and lab.max() == 1
+    assert len(cleft_components(prob, params=CleftParams(threshold=0.5, min_size_voxels=2))[1]) == 2
+    # the seed test counts a voxel strictly above seed_threshold, as the threshold does
+    at_seed = CleftParams(threshold=0.5, seed_threshold=0.96875, min_size_voxels=2)
+    assert len(cleft_components(prob, params=at_seed)[1]) == 0
+    blob = _blobby(seed=3)
+    for conn in (26, 6):
+        p = CleftParams(threshold=0.55, seed_threshold=0.7, min_size_voxels=4, connectivity=conn)
+        np.testing.assert_array_equal(cleft_components(blob, params=p)[0] > 0,
+                                      _hysteresis_reference(blob, 0.55, 0.7, 4, conn))
+    assert CleftParams(seed_threshold=0.9).seed_value == 0.9 and CleftParams().seed_value is None
+    for kw in [{"seed_threshold": 1.0}, {"seed_threshold": "x"}, {"seed_threshold": 0.4},
+               {"threshold": 0.9, "seed_threshold": 0.9}]:
+        with pytest.raises(InputError, match="seed_threshold"):
+            CleftParams(**kw)
+
+
+def test_seed_threshold_chunked_equals_array(tmp_path):
+    """Hysteresis across chunk faces: a component kept for a seed voxel in one chunk keeps its parts
+    in the other chunks (which hold no seed voxel); equal to the array form for any chunk size."""
+    prob = _blobby(seed=3)
+    url = _write(tmp_path, prob)
+    prm = CleftParams(threshold=0.55, seed_threshold=0.7, min_size_voxels=4)
+    lab, tab = cleft_components(prob, params=prm)
+    n_plain = len(cleft_components(prob, params=CleftParams(threshold=0.55, min_size_voxels=4))[1])
+    assert 3 <= len(tab) < n_plain                      # the seed test drops some components, keeps some
+    seedless_part = False
+    for cs in [(5, 40, 24), (3, 17, 11), (12, 60, 50)]:
+        res = cleft_components_layers(url, str(tmp_path / "out"), chunk_size=cs, params=prm, progress=False,
+                                      overwrite=True)
+        assert res["seed_threshold"] == 0.7
+        _assert_same(res, lab, tab)
+        for z in range(0, prob.shape[0], cs[0]):
+            for y in range(0, prob.shape[1], cs[1]):
+                for x in range(0, prob.shape[2], cs[2]):
+                    sl = (slice(z, z + cs[0]), slice(y, y + cs[1]), slice(x, x + cs[2]))
+                    for i in np.unique(lab[sl][lab[sl] > 0]):
+                        seedless_part |= bool(prob[sl][lab[sl] == i].max() <= 0.7)
+    assert seedless_part                                # some kept cleft has a part without a seed voxel

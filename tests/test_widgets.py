@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from emkit.errors import InputError
 from emkit_widgets.overlay import label_colors
 from emkit_widgets.slice_browser import SliceBrowser
 
@@ -100,3 +101,45 @@ def test_cleft_tuner_threshold_slider_reaches_recorded_threshold():
     assert tuner.threshold == 0.995 and "recall <b>1.000</b>" in tuner._controls["score"].value
     t.value = 0.9999  # above every voxel: nothing found
     assert "<b>0</b> clefts found" in tuner._controls["score"].value
+
+
+def test_alignment_flipper_shows_grey_where_sections_agree():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from emkit_widgets.alignment_flipper import AlignmentFlipper, pair_overlay
+    from emkit_widgets.plots import field_arrows, residual_by_section
+
+    rng = np.random.default_rng(0)
+    sec = (rng.random((64, 64)) * 255).astype(np.uint8)
+    after = np.stack([sec, sec, sec])
+    before = np.stack([sec, np.roll(sec, 5, axis=1), np.roll(sec, -3, axis=0)])
+    fold = np.zeros(before.shape, bool)
+    fold[2, 10:20, 10:20] = True
+    res = {"section_median_px": [None, 5.0, 3.0], "worst_section": 1, "median_px": 4.0, "p95_px": 5.0,
+           "unaligned_median_px": 6.0}
+    fl = AlignmentFlipper(before, after, residual=res, defects={"fold": fold})
+    assert fl.z == 1  # starts at the worst section
+    rgb = fl.render(2, "after", "overlay")
+    assert np.allclose(rgb[..., 0], rgb[..., 1])  # aligned: magenta + green = grey
+    rgb = fl.render(2, "before", "overlay")
+    assert not np.allclose(rgb[..., 0], rgb[..., 1])
+    assert not np.allclose(rgb[10:20, 10:20], pair_overlay(before[1], before[2])[10:20, 10:20])  # fold drawn
+    assert np.allclose(fl.render(2, "after", "this (z)")[..., 0], sec / 255.0)
+    assert "median 3.00 px" in fl.caption(2)
+    with pytest.raises(InputError, match="z must be in 1..2"):
+        fl.render(0)
+    with pytest.raises(InputError, match="mode must be"):
+        fl.render(1, "after", "sideways")
+    with pytest.raises(InputError, match="one shape"):
+        AlignmentFlipper(before, after[:2])
+    box = fl.widget()
+    first = fl._controls["image"].value
+    fl._controls["which"].value = "before"
+    assert fl._controls["image"].value != first and box is not None
+    f = np.zeros((2, 64, 64), np.float32)
+    f[1] = 4.0
+    assert "median 4.0 px" in field_arrows(f, sec).get_title()
+    assert "median 4.00 px" in residual_by_section(res).get_title()
+    with pytest.raises(InputError, match=r"\(2, y, x\)"):
+        field_arrows(f[0])

@@ -24,7 +24,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[1]
-EXTRAS = ("widgets", "notebook", "test", "nets", "bench")
+EXTRAS = ("widgets", "notebook", "test", "nets", "cluster", "bench")
 HEADER = """\
 # Exact versions of emkit's tested environment: `make test` (and CI) run with these.
 # pyproject.toml declares the compatible ranges (`pip install emkit` uses only those); this file

@@ -100,6 +100,14 @@ class FineParams:
     linear fit, sigma in sections); see the module docstring, step 5. 0 = the paper's plain
     composition. Default 3: measured in benchmarks/align.py (16×512² phantom: median 2.75 px
     against 10 px plain; on 256² sections plain composition is better, 6.9 against 8.7 px)."""
+    field_model: str | None = None
+    """The field net (:mod:`emkit.align.fieldnet`; paper: a self-supervised net, then per-pair
+    gradient descent): a shipped model name (``"field"``) or a checkpoint path. When set, each
+    pair's gradient descent runs from both starts — the net's field and block matching — and the
+    field with the higher normalised cross-correlation is kept (no truth involved). None
+    (default): block matching only. Measured on 13 pairs of 256² sections of an unseen phantom
+    (emkit/models/field.json): median / p95 residual 2.42 / 8.5 px against 2.63 / 13.2 px, at
+    1.7× the time."""
 
     def __post_init__(self):
         mips = tuple(int(m) for m in self.mips)
@@ -117,6 +125,9 @@ class FineParams:
                 raise InputError(f"FineParams.{name} must be a finite number >= 0, got {v!r}")
         if self.field_nm <= 0 or self.block_step_nm <= 0:
             raise InputError("FineParams.field_nm and block_step_nm must be > 0")
+        if self.field_model is not None and not (isinstance(self.field_model, str) and self.field_model):
+            raise InputError(f"FineParams.field_model must be a model name, a checkpoint path or None, "
+                             f"got {self.field_model!r}")
         if not (isinstance(self.neighbours, int) and self.neighbours >= 1):
             raise InputError(f"FineParams.neighbours must be an integer >= 1, got {self.neighbours!r}")
 
@@ -215,7 +226,9 @@ def pair_field(reference, moving, *, params: FineParams | None = None, resolutio
         (default :func:`tissue` of each).
     relax : bool (y, x), fold/crack masks (of either section) where the smoothness penalty is
         relaxed by ``params.mask_relax``.
-    init : optional (2, y', x') initial field on the field grid (full-resolution px).
+    init : optional (2, y', x') initial field on the field grid (full-resolution px). Default:
+        block matching, and with ``params.field_model`` also the field net's field (the descent
+        runs from both; the better-scoring field is kept).
 
     Returns
     -------
@@ -257,49 +270,67 @@ def pair_field(reference, moving, *, params: FineParams | None = None, resolutio
     wsm_y = torch.minimum(wsm[1:], wsm[:-1])[None, None]
     wsm_x = torch.minimum(wsm[:, 1:], wsm[:, :-1])[None, None]
 
+    starts = []
     if init is not None:
         u0 = np.asarray(init, np.float32)
         if u0.shape != (2, *shape_f):
             raise InputError(f"init field of shape {u0.shape} does not fit the field grid {(2, *shape_f)}")
+        starts.append(("init", u0))
     else:
         k0 = p.mips[0]
         r0 = pool(refT, k0)[0, 0].numpy() if k0 > 1 else refn
         m0 = pool(movT, k0)[0, 0].numpy() if k0 > 1 else movn
         mm0 = (pool(mtT, k0)[0, 0].numpy() if k0 > 1 else mtp) > 0.5
-        u0 = _block_init(r0, m0, mm0, k0, resolution_yx, p, shape_f, f)
-    u = torch.nn.Parameter(torch.from_numpy(np.ascontiguousarray(u0))[None].clone())
-    opt = torch.optim.Adam([u], lr=p.learning_rate)
-    for k, n_it in zip(p.mips, p.iterations):
-        if n_it == 0:
-            continue
-        rk, mk = (pool(refT, k), pool(movT, k)) if k > 1 else (refT, movT)
-        rtk, mtk = (pool(rtT, k), pool(mtT, k)) if k > 1 else (rtT, mtT)
-        rtk = (rtk > 0.5).float()
-        size = rk.shape[-2:]
-        for _ in range(n_it):
-            opt.zero_grad()
-            fk = torch.nn.functional.interpolate(u, size=size, mode="bilinear", align_corners=False) / k
-            warped = F.warp(mk[0], fk[0])
-            with torch.no_grad():
-                w = rtk[0] * (F.warp(mtk[0], fk[0]) > 0.5).float()
-            den = w.sum().clamp_min(1.0)
-            img = (w * (warped - rk[0]) ** 2).sum() / den
-            g = u / f  # px per field-grid px: dimensionless gradients
-            dy = g[:, :, 1:] - g[:, :, :-1]
-            dx = g[:, :, :, 1:] - g[:, :, :, :-1]
-            sm = (wsm_y * dy ** 2).sum(1).mean() + (wsm_x * dx ** 2).sum(1).mean()
-            loss = img + p.smooth_weight * sm
-            loss.backward()
-            opt.step()
-    grid = u.detach()[0]
-    full = torch.nn.functional.interpolate(grid[None], size=(H, W), mode="bilinear", align_corners=False)[0]
-    field = full[:, :ny, :nx].numpy().astype(np.float32)
-    with torch.no_grad():
-        moved = F.warp(mov, field)
-        moved_t = F.warp(mt.astype(np.float32), field) > 0.5
-    both = rt & moved_t
-    info = {"grid": grid.numpy().astype(np.float32), "factor": int(f), "score": _ncc(ref, moved, both),
-            "score_before": _ncc(ref, mov, rt & mt)}
+        starts.append(("block matching", _block_init(r0, m0, mm0, k0, resolution_yx, p, shape_f, f)))
+        if p.field_model is not None:
+            from .fieldnet import predict_field, to_field_grid
+
+            net = predict_field(reference, moving, model=p.field_model, relax=rx, resolution_yx=resolution_yx,
+                                ref_tissue=rt, mov_tissue=mt)
+            starts.append(("field net", to_field_grid(net, f, shape_f)))
+
+    def descend(u0):
+        u = torch.nn.Parameter(torch.from_numpy(np.ascontiguousarray(u0))[None].clone())
+        opt = torch.optim.Adam([u], lr=p.learning_rate)
+        for k, n_it in zip(p.mips, p.iterations):
+            if n_it == 0:
+                continue
+            rk, mk = (pool(refT, k), pool(movT, k)) if k > 1 else (refT, movT)
+            rtk, mtk = (pool(rtT, k), pool(mtT, k)) if k > 1 else (rtT, mtT)
+            rtk = (rtk > 0.5).float()
+            size = rk.shape[-2:]
+            for _ in range(n_it):
+                opt.zero_grad()
+                fk = torch.nn.functional.interpolate(u, size=size, mode="bilinear", align_corners=False) / k
+                warped = F.warp(mk[0], fk[0])
+                with torch.no_grad():
+                    w = rtk[0] * (F.warp(mtk[0], fk[0]) > 0.5).float()
+                den = w.sum().clamp_min(1.0)
+                img = (w * (warped - rk[0]) ** 2).sum() / den
+                g = u / f  # px per field-grid px: dimensionless gradients
+                dy = g[:, :, 1:] - g[:, :, :-1]
+                dx = g[:, :, :, 1:] - g[:, :, :, :-1]
+                sm = (wsm_y * dy ** 2).sum(1).mean() + (wsm_x * dx ** 2).sum(1).mean()
+                loss = img + p.smooth_weight * sm
+                loss.backward()
+                opt.step()
+        grid = u.detach()[0]
+        full = torch.nn.functional.interpolate(grid[None], size=(H, W), mode="bilinear", align_corners=False)[0]
+        field = full[:, :ny, :nx].numpy().astype(np.float32)
+        with torch.no_grad():
+            moved = F.warp(mov, field)
+            moved_t = F.warp(mt.astype(np.float32), field) > 0.5
+        both = rt & moved_t
+        return grid, field, moved, both, _ncc(ref, moved, both)
+
+    best = None
+    for name, u0 in starts:
+        out = descend(u0)
+        if best is None or out[-1] > best[1][-1]:  # the higher similarity after the move (no truth)
+            best = (name, out)
+    start, (grid, field, moved, both, score) = best
+    info = {"grid": grid.numpy().astype(np.float32), "factor": int(f), "score": score,
+            "score_before": _ncc(ref, mov, rt & mt), "start": start}
     info["residual_px"] = _residual(ref, moved, both, resolution_yx, p)
     return field, info
 
@@ -437,6 +468,7 @@ def _window_pairs(R, defects, z_list, z0, p, resolution_yx, T=None, tissue_frac=
                          "score_before": round(info["score_before"], 4),
                          "residual_px": None if not np.isfinite(res_px) else round(res_px, 3),
                          "max_px": round(float(np.abs(info["grid"]).max()), 3), "accepted": not bad,
+                         "start": info["start"],
                          "grid": info["grid"], "factor": info["factor"]})
             if not bad:
                 break

@@ -23,7 +23,8 @@ Two stages (paper, "Rough alignment" and "Alignment at 1024 nm & 64 nm"):
   fine    a displacement field per section against the previous section (holes filled from the
           sections before it), coarse to fine over mips 4, 2, 1: block matching, then gradient
           descent on the image difference over tissue + a smoothness penalty relaxed inside
-          --masks (the field may tear at folds and cracks); a pair that still matches badly
+          --masks (the field may tear at folds and cracks; with --field-model the descent also
+          starts from a field net's field and the better match is kept); a pair that still matches badly
           (> 8 px or low correlation) falls back to an earlier neighbour (up to 5); the fields are
           composed in ascending z from the reference (no global relaxation), and their slow trend
           along z (tissue running obliquely through the sections; --detrend) is left in place.
@@ -37,6 +38,7 @@ examples:
   emkit align data/unal8/image data/unal8/aligned --quiet
   emkit align data/unal8/image data/unal8/rough --rough-only --workers 0
   emkit align data/unal8/image data/unal8/part --sections 2:8 --masks data/unal8/masks/fold --quiet
+  emkit align data/unal8/image data/unal8/net --sections 0:4 --field-model field --quiet
 """
 
 
@@ -63,6 +65,10 @@ def register(sub) -> None:
     p.add_argument("--detrend", type=float, default=None, metavar="SECTIONS",
                    help="remove the slow trend of the fine fields along z, the tissue's own steady motion "
                         "(Gaussian sigma in sections; default 3; 0 = the paper's plain composition)")
+    p.add_argument("--field-model", default=None, metavar="MODEL",
+                   help="also start each pair's gradient descent from this field net's field (the shipped 'field' "
+                        "net or a checkpoint; `emkit train field` trains one) and keep the better-matching field "
+                        "(default: block matching only)")
     p.add_argument("--no-field", action="store_true", help="with --rough-only: do not write the field layer")
     p.add_argument("--z-block", type=int, default=None, metavar="N",
                    help="sections per task (default the image's z chunk)")
@@ -132,6 +138,8 @@ def run(args) -> int:
             fover["neighbours"] = args.neighbours
         if args.detrend is not None:
             fover["detrend_sections"] = args.detrend
+        if args.field_model is not None:
+            fover["field_model"] = args.field_model
         rep = fine_align_layers(args.image, args.out_dir, params=FineParams(**fover), rough_params=params,
                                 mask_urls=args.masks or (), ignore_url=args.ignore, z_block=args.z_block,
                                 overwrite=args.overwrite, workers=workers, scheduler=args.scheduler,

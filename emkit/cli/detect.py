@@ -27,7 +27,8 @@ def register(sub) -> None:
     p.add_argument("out_dir", metavar="OUT_DIR", help="output folder (masks/fold, masks/crack, masks/resin)")
     p.add_argument("--model", default="defects", help="shipped model name or checkpoint path (default: defects)")
     p.add_argument("--threshold", type=float, default=None, help="probability above which a pixel is a defect "
-                                                                   "(default 0.5)")
+                                                                   "(default: per kind, DefectParams: fold 0.4, crack 0.8, "
+                                                                   "resin 0.7; one value here applies to all kinds)")
     p.add_argument("--chunk", metavar="Z,Y,X", help="task chunk: whole storage chunks; y/x whole tile blocks "
                                                     "(default: a storage chunk of whole sections)")
     where = p.add_mutually_exclusive_group()

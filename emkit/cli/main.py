@@ -49,7 +49,9 @@ def main(argv=None) -> int:
     try:
         rc = args.func(args)
     except EmkitError as exc:
-        print(f"emkit {args.command}: error: {exc}", file=sys.stderr)
+        from ..pipeline.redact import redact_text
+
+        print(f"emkit {args.command}: error: {redact_text(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"emkit {args.command}: interrupted", file=sys.stderr)

@@ -92,7 +92,9 @@ def run(args) -> int:
     except EmkitError:
         raise
     except Exception as exc:  # a stage failed: its record holds the message; rerunning resumes
-        print(f"emkit run: error: {type(exc).__name__}: {exc}\n(`emkit status {args.config}` shows the run; the same "
+        from ..pipeline.redact import redact_text
+
+        print(f"emkit run: error: {type(exc).__name__}: {redact_text(str(exc))}\n(`emkit status {args.config}` shows the run; the same "
               "command resumes it)", file=sys.stderr)
         return 1
     return 0

@@ -1,6 +1,7 @@
-"""``emkit train boundary|semantic|cleft|partner|defects``: train a net on dataset folders (or
-generated phantoms). ``partner`` and ``defects`` are handed to
-``emkit.synapse.partner_train.train_partner_cli`` and ``emkit.detect.train.train_defects_cli``."""
+"""``emkit train boundary|semantic|cleft|partner|defects|field``: train a net on dataset folders (or
+generated phantoms). ``partner``, ``defects`` and ``field`` are handed to
+``emkit.synapse.partner_train.train_partner_cli``, ``emkit.detect.train.train_defects_cli`` and
+``emkit.align.fieldnet_train.train_field_cli``."""
 from __future__ import annotations
 
 import json
@@ -33,8 +34,9 @@ def register(sub) -> None:
                     "'gt/myelin' and 'masks/<name>'. Writes "
                     "OUT/last.pt, OUT/best.pt and OUT/log.json. Sizes are z,y,x.",
         epilog=EPILOG, formatter_class=ExamplesHelpFormatter)
-    p.add_argument("task", choices=["boundary", "semantic", "cleft", "partner", "defects"],
-                   help="which net to train (partner: synaptic partner assignment; defects: image defect detection)")
+    p.add_argument("task", choices=["boundary", "semantic", "cleft", "partner", "defects", "field"],
+                   help="which net to train (partner: synaptic partner assignment; defects: image defect detection; "
+                        "field: the alignment field net, self-supervised on section pairs)")
     p.add_argument("--data", nargs="+", default=[], metavar="URL", help="training dataset folders (paths or URLs)")
     p.add_argument("--val-data", nargs="+", default=[], metavar="URL",
                    help="validation dataset folders (default: hold out the last 20%% in y of the last --data)")
@@ -90,11 +92,12 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    if args.task in ("partner", "defects"):
+    if args.task in ("partner", "defects", "field"):
         import importlib
 
         mod, fn = {"partner": ("emkit.synapse.partner_train", "train_partner_cli"),
-                   "defects": ("emkit.detect.train", "train_defects_cli")}[args.task]
+                   "defects": ("emkit.detect.train", "train_defects_cli"),
+                   "field": ("emkit.align.fieldnet_train", "train_field_cli")}[args.task]
         train_cli = getattr(importlib.import_module(mod), fn)
         print(json.dumps(train_cli(args), indent=2, default=str))
         return 0

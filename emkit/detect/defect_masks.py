@@ -25,7 +25,11 @@ How the net is run
   quarter tile of context on each side. Beyond the volume's edge the net sees the section
   mirrored or zeros, per kind (``DefectParams.padding``; a kind with another padding is a separate
   run of the net).
-* The probabilities are repeated back to the image's pixels (nearest neighbour) and thresholded.
+* Per tile, the probabilities of working pixels without data (all zero) are set to 0, and regions
+  above the threshold smaller than ``DefectParams.min_size`` are dropped (optionally after
+  averaging over flips of the tile, ``DefectParams.flips``).
+* The probabilities are repeated back to the image's pixels (nearest neighbour) and thresholded
+  (per kind, ``DefectParams.threshold``).
 
 Because every output pixel depends only on its tile, which is fixed by the grid, the chunked form
 (:func:`detect_defects_layers`) equals the array form (:func:`detect_defects`) for any chunking
@@ -47,31 +51,76 @@ __all__ = ["DefectParams", "detect_defects", "detect_defects_layers", "defect_pr
 RUN_NAME = "detect"
 
 
+def _per_kind(value, name, check) -> tuple:
+    """A number or ``{kind: number}`` (kinds missing from the mapping keep ``default``) → sorted
+    ((kind, value), ...) over every kind."""
+    if isinstance(value, (dict, tuple, list)):
+        d = dict(value.items() if isinstance(value, dict) else value)
+        bad = [k for k in d if k not in DEFECT_CHANNELS]
+        if bad:
+            raise InputError(f"{name} must be a number or map fold/crack/resin to numbers; got kinds {bad!r}")
+        missing = [k for k in DEFECT_CHANNELS if k not in d]
+        if missing:
+            raise InputError(f"{name} must give a value for every kind (fold, crack, resin); missing {missing!r}")
+    else:
+        d = {k: value for k in DEFECT_CHANNELS}
+    for k, v in d.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not check(v):
+            raise InputError(f"{name} for {k} is out of range: {v!r}")
+    return tuple(sorted(d.items()))
+
+
+#: Per-kind thresholds and component sizes of the shipped net, chosen on the validation phantom
+#: (seed 1999, 24 × 256 × 256, every defect kind; never the test seeds) — see emkit/models/defects.json.
+SHIPPED_THRESHOLD = (("crack", 0.8), ("fold", 0.4), ("resin", 0.7))
+SHIPPED_MIN_SIZE = (("crack", 50), ("fold", 200), ("resin", 50))
+
+
 @dataclass(frozen=True)
 class DefectParams:
     """Parameters of defect detection.
 
-    threshold : a pixel is a defect where the net's probability exceeds this (0.5).
+    threshold : a pixel is a defect where the net's probability exceeds this: one number for all
+        kinds or ``{kind: number}`` (default: per kind, chosen for the shipped net on the
+        validation phantom, :data:`SHIPPED_THRESHOLD`; the paper gives none).
+    min_size : per tile, connected regions (8-connected, working pixels) of probability above the
+        threshold smaller than this many working pixels are dropped (their probability set to 0);
+        one number or ``{kind: number}``; 0 keeps everything. Default :data:`SHIPPED_MIN_SIZE`
+        (chosen with the thresholds: the net's false alarms are small specks, true folds and cracks
+        are lines across the field). Sizes are measured inside the tile (the net's field of view,
+        context included), so each output pixel still depends on its tile alone and the chunked
+        form equals the array form. Not in the paper.
+    flips : test-time augmentation: average the probabilities over this many of the 8 in-plane
+        flips/transposes of each tile (1, 2, 4 or 8; 1 = none; time grows in proportion). Not in
+        the paper.
     tile_px : tile side in working pixels; default (None) the net's field of view (paper: 256 px).
         Tiles overlap by half (paper: 50 %). A multiple of twice the net's input multiple (32).
     channels : which defects to detect (default all three: fold, crack, resin).
     padding : per kind, what the net sees beyond the volume's edge: ``"reflect"`` (the section
         mirrored, as training samples smaller than a crop were) or ``"zero"`` (emkit's "no data").
         Chosen per kind on the validation phantom (seed 1999, 24 × 256 × 256, every defect kind)
-        for the shipped net: with mirroring its fold IoU fell from 0.40 to 0.07 (a membrane
-        mirrored at the edge reads as a dark band), with zeros its crack IoU from 0.63 to 0.13
-        (the tissue/zero edge reads as a crack); resin 0.71 vs 0.68. Not in the paper (its
-        chunks lie inside a section far larger than a tile).
+        for the first shipped net (iteration 700): with mirroring its fold IoU fell from 0.40 to
+        0.07 (a membrane mirrored at the edge reads as a dark band), with zeros its crack IoU from
+        0.63 to 0.13 (the tissue/zero edge reads as a crack); resin 0.71 vs 0.68. Not in the paper
+        (its chunks lie inside a section far larger than a tile).
+
+    Working pixels without data (all zero, e.g. a missing tile or the border a slip uncovers) are
+    never a defect (probability 0), as in training.
     """
 
-    threshold: float = 0.5
+    threshold: float | dict | tuple = SHIPPED_THRESHOLD
     tile_px: int | None = None
     channels: tuple = DEFECT_CHANNELS
     padding: tuple = (("fold", "zero"), ("crack", "reflect"), ("resin", "reflect"))
+    min_size: int | dict | tuple = SHIPPED_MIN_SIZE
+    flips: int = 1
 
     def __post_init__(self):
-        if not 0 < self.threshold < 1:
-            raise InputError(f"threshold must be in (0, 1), got {self.threshold}")
+        object.__setattr__(self, "threshold", _per_kind(self.threshold, "threshold", lambda v: 0 < v < 1))
+        object.__setattr__(self, "min_size", tuple((k, int(v)) for k, v in _per_kind(
+            self.min_size, "min_size", lambda v: v >= 0 and float(v) == int(v))))
+        if self.flips not in (1, 2, 4, 8):
+            raise InputError(f"flips must be 1, 2, 4 or 8, got {self.flips!r}")
         ch = tuple(self.channels)
         bad = [c for c in ch if c not in DEFECT_CHANNELS]
         if bad or not ch:
@@ -84,6 +133,12 @@ class DefectParams:
         object.__setattr__(self, "padding", tuple(sorted(pad.items())))
         if self.tile_px is not None and int(self.tile_px) < 1:
             raise InputError(f"tile_px must be positive, got {self.tile_px}")
+
+    def threshold_of(self, kind: str) -> float:
+        return float(dict(self.threshold)[kind])
+
+    def min_size_of(self, kind: str) -> int:
+        return int(dict(self.min_size)[kind])
 
 
 def _params(p) -> DefectParams:
@@ -153,14 +208,62 @@ def _reflect(i: np.ndarray, n: int) -> np.ndarray:
     return np.where(i < n, i, period - i)
 
 
+#: The 8 in-plane flips/transposes as (transpose, flip y, flip x), identity first; ``flips=n``
+#: averages the first n (2: + x flip; 4: + y flips; 8: + transposes).
+_DIHEDRAL = ((False, False, False), (False, False, True), (False, True, False), (False, True, True),
+             (True, False, False), (True, False, True), (True, True, False), (True, True, True))
+
+
+def _predict_tile(model, tile_img, idx, flips, device):
+    """Probabilities (len(idx), ty, tx) of one tile, averaged over ``flips`` flips/transposes."""
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(tile_img))[None, None].to(device)
+    acc = None
+    for tr, fy, fx in _DIHEDRAL[:flips]:
+        xi = x
+        dims = [d for d, on in ((2, fy), (3, fx)) if on]
+        if tr:
+            xi = xi.transpose(2, 3)
+        if dims:
+            xi = xi.flip(dims)
+        yi = torch.sigmoid(model(xi))
+        if dims:
+            yi = yi.flip(dims)
+        if tr:
+            yi = yi.transpose(2, 3)
+        acc = yi if acc is None else acc + yi
+    return (acc / flips)[0, idx].cpu().numpy()
+
+
+def _clean_tile(prob, tile_img, channels, p):
+    """Zero the probabilities of no-data working pixels and of regions above threshold smaller than
+    the kind's ``min_size`` (see :class:`DefectParams`). In place; returns ``prob``."""
+    from scipy.ndimage import label
+
+    prob[:, tile_img == 0] = 0.0
+    eight = np.ones((3, 3), bool)
+    for i, c in enumerate(channels):
+        ms = p.min_size_of(c)
+        if ms <= 1:
+            continue
+        lab, n = label(prob[i] > p.threshold_of(c), structure=eight)
+        if n:
+            small = np.bincount(lab.ravel()) < ms
+            small[0] = False
+            prob[i][small[lab]] = 0.0
+    return prob
+
+
 def _run_pass(model, region, region_start, vol_size, f, channels, tile, out_start, out_stop, padding="reflect",
-              device="cpu"):
+              device="cpu", params=None):
     """Probabilities (len(channels), z, oy, ox) of image pixels [out_start, out_stop) (y, x,
     volume coordinates; out_start a multiple of the pass's block) from ``region`` (image float
     0-1, z, y, x), which covers image pixels [region_start, region_start + shape) clipped to the
     volume of y/x size ``vol_size``."""
     import torch
 
+    p = _params(params)
     fy, fx = f
     h = tile // 2
     q = h // 2
@@ -195,9 +298,8 @@ def _run_pass(model, region, region_start, vol_size, f, channels, tile, out_star
                     t = canvas[z, by * h:by * h + tile, bx * h:bx * h + tile]
                     if not t.any():
                         continue                                     # no data: no defect (0 probability)
-                    x = torch.from_numpy(np.ascontiguousarray(t))[None, None].to(device)
-                    y = torch.sigmoid(model(x))[0, idx, q:q + h, q:q + h].cpu().numpy()
-                    prob[:, z, by * h:(by + 1) * h, bx * h:(bx + 1) * h] = y
+                    y = _clean_tile(_predict_tile(model, t, idx, p.flips, device), t, channels, p)
+                    prob[:, z, by * h:(by + 1) * h, bx * h:(bx + 1) * h] = y[:, q:q + h, q:q + h]
     # back to image pixels (nearest) over [b0 * block, ...), then the wanted window
     up = prob.repeat(fy, axis=2).repeat(fx, axis=3)
     oy, ox = out_start[0] - b0[0] * fy * h, out_start[1] - b0[1] * fx * h
@@ -246,7 +348,7 @@ def defect_probabilities(image, *, resolution, model="defects", params=None, thr
     tile = _tile(net, p)
     out = {}
     for f, mode, chans in _passes(net, res, p):
-        pr = _run_pass(net, img, (0, 0), img.shape[1:], f, chans, tile, (0, 0), img.shape[1:], mode)
+        pr = _run_pass(net, img, (0, 0), img.shape[1:], f, chans, tile, (0, 0), img.shape[1:], mode, params=p)
         out.update({c: pr[i] for i, c in enumerate(chans)})
     return {c: out[c] for c in p.channels}
 
@@ -275,7 +377,7 @@ def detect_defects(image, *, resolution, model="defects", params: DefectParams |
     """
     p = _params(params)
     probs = defect_probabilities(image, resolution=resolution, model=model, params=p, threads=threads)
-    return {c: v > p.threshold for c, v in probs.items()}
+    return {c: v > p.threshold_of(c) for c, v in probs.items()}
 
 
 def predicted_masks(image, resolution, *, model="defects", params=None, misalignment_params=None):
@@ -334,9 +436,9 @@ class _DetectTask:
         p = self.params
         tile = _tile(self._net, p)
         for f, mode, chans in _passes(self._net, res, p):
-            pr = _run_pass(self._net, img, rs, vol, f, chans, tile, cs, ce, mode)
+            pr = _run_pass(self._net, img, rs, vol, f, chans, tile, cs, ce, mode, params=p)
             for i, c in enumerate(chans):
-                Layer.open(self.out_urls[c]).write(np.ascontiguousarray((pr[i] > p.threshold).astype(np.uint8)),
+                Layer.open(self.out_urls[c]).write(np.ascontiguousarray((pr[i] > p.threshold_of(c)).astype(np.uint8)),
                                                    chunk.start)
 
 
@@ -397,7 +499,8 @@ def detect_defects_layers(image_url, out_dir, *, model="defects", params: Defect
     if image.url.rstrip("/") in {u.rstrip("/") for u in urls.values()}:
         raise InputError(f"output {out_dir} would overwrite the image; give another folder")
     model_id = str(model) if isinstance(model, str) else getattr(net, "extra", {}).get("command", "model object")
-    run_params = {"image": image.url, "model": model_id, "threshold": p.threshold, "tile_px": _tile(net, p),
+    run_params = {"image": image.url, "model": model_id, "threshold": dict(p.threshold), "min_size": dict(p.min_size),
+                  "flips": p.flips, "tile_px": _tile(net, p),
                   "channels": list(p.channels), "padding": dict(p.padding), "chunk_size_zyx": [int(c) for c in chunk_size]}
     markers = Markers(markers_url(urls[p.channels[0]], RUN_NAME))
     existing = [u for u in urls.values() if layer_exists(u)]

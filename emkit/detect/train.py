@@ -43,7 +43,7 @@ from ..errors import InputError
 from .unet2d import DEFECT_CHANNELS, UNet2DConfig
 
 __all__ = ["DefectTrainConfig", "train_defects", "train_defects_cli", "make_sample", "load_backgrounds",
-           "Background", "defect_iou"]
+           "Background", "defect_iou", "resumed_config", "recalibrate_batchnorm", "average_checkpoints"]
 
 #: ``DefectSpec`` sizes are pixels of the phantom's 8 nm images.
 SPEC_NM = 8.0
@@ -323,8 +323,9 @@ def train_defects(config: DefectTrainConfig, *, resume: bool = False, command: s
     """Train the defect net; write ``out_dir/last.pt``, ``best.pt`` (best validation mean IoU)
     and ``log.json`` (config, losses, validation curve, timings). Returns a summary dict.
 
-    ``resume`` continues the run in ``out_dir`` from its last.pt (same config: the data stream
-    continues from the saved generator state).
+    ``resume`` continues the run in ``out_dir`` from its last.pt (the data stream continues from the
+    saved generator state; give the run's own configuration, e.g. :func:`resumed_config`, which
+    ``emkit train defects --resume`` uses; ``lr`` may be lowered).
     """
     import torch
 
@@ -367,9 +368,18 @@ def train_defects(config: DefectTrainConfig, *, resume: bool = False, command: s
         blob = load_checkpoint(last)
         model.load_state_dict(blob["state_dict"])
         opt.load_state_dict(blob["training"]["optimizer"])
+        for group in opt.param_groups:                  # a resume may lower the learning rate
+            group["lr"] = config.lr
         rng.bit_generator.state = json.loads(blob["training"]["rng"])
         it0 = int(blob["extra"]["iteration"])
+        if it0 >= config.iterations:
+            raise InputError(f"cannot resume: {last} is at iteration {it0}; give --iterations above it")
         log = json.loads((out / "log.json").read_text())
+        log.setdefault("resumes", []).append({"from_iteration": it0, "iterations": config.iterations,
+                                              "command": command, "git_revision": _git_revision(),
+                                              "threads": config.threads, "device": config.device,
+                                              "lr": config.lr})
+        log["config"]["iterations"] = config.iterations
     log["startup_seconds"] = round(time.time() - t_start, 1)
 
     def extra(it):
@@ -426,6 +436,12 @@ def train_defects_cli(args) -> dict:
     import sys
 
     g = lambda name: getattr(args, name, None)  # noqa: E731
+    argv = sys.argv[sys.argv.index("train"):] if "train" in sys.argv else None
+    command = ("emkit " + " ".join(shlex.quote(a) for a in argv)) if argv else None
+    if g("resume"):
+        return train_defects(resumed_config(g("out"), iterations=g("iterations"), threads=g("threads"),
+                                            device=g("device"), val_interval=g("val_interval"), lr=g("lr"),
+                                            progress=not g("no_progress")), resume=True, command=command)
     kw = {"out_dir": g("out")}
     for src, dst in (("iterations", "iterations"), ("seed", "seed"), ("device", "device"), ("threads", "threads"),
                      ("lr", "lr"), ("widths", "widths"), ("init", "init")):
@@ -434,6 +450,8 @@ def train_defects_cli(args) -> dict:
     if g("patch") is not None:
         p = g("patch")
         kw["patch"] = int(p[-1] if isinstance(p, (tuple, list)) else p)
+    if g("val_interval") is not None:
+        kw["val_interval"] = g("val_interval")
     if g("data"):
         kw["backgrounds"] = tuple(g("data"))
     kw["progress"] = not g("no_progress")
@@ -443,9 +461,91 @@ def train_defects_cli(args) -> dict:
         config = DefectTrainConfig(**kw)
     except TypeError as e:
         raise InputError(str(e)) from None
-    argv = sys.argv[sys.argv.index("train"):] if "train" in sys.argv else None
-    command = ("emkit " + " ".join(shlex.quote(a) for a in argv)) if argv else None
-    return train_defects(config, resume=bool(g("resume")), command=command)
+    return train_defects(config, resume=False, command=command)
+
+
+#: Options a resumed run may change; everything else is the saved run's (data, net, seed, lr...).
+RESUME_OPTIONS = ("iterations", "threads", "device", "val_interval", "progress", "lr")
+
+
+def resumed_config(out_dir, **changes) -> DefectTrainConfig:
+    """The :class:`DefectTrainConfig` saved in ``out_dir/last.pt`` with ``out_dir`` and the
+    options of :data:`RESUME_OPTIONS` replaced (``None`` keeps the saved value): ``emkit train
+    defects --out RUN --resume --iterations N`` continues the run with its own data and net."""
+    from ..nets.checkpoint import load_checkpoint
+
+    last = Path(str(out_dir)) / "last.pt"
+    if not last.is_file():
+        raise InputError(f"cannot resume: {last} does not exist")
+    bad = sorted(set(changes) - set(RESUME_OPTIONS))
+    if bad:
+        raise InputError(f"a resumed defect-net run cannot change {', '.join(bad)} (only {', '.join(RESUME_OPTIONS)})")
+    saved = (load_checkpoint(last).get("extra") or {}).get("train_config")
+    if not isinstance(saved, dict):
+        raise InputError(f"cannot resume: {last} holds no train_config")
+    kw = {k: v for k, v in saved.items() if k in _FIELDS}
+    kw.update({k: v for k, v in changes.items() if v is not None})
+    kw["out_dir"] = str(out_dir)
+    return DefectTrainConfig(**kw)
 
 
 _FIELDS = [f.name for f in fields(DefectTrainConfig)]
+
+
+def recalibrate_batchnorm(model, config: DefectTrainConfig, *, n_batches: int = 40, seed: int = 12345,
+                          backgrounds: tuple | None = None):
+    """Replace the batch-norm running statistics of ``model`` by the population statistics of
+    ``n_batches`` training batches (drawn as training draws them, generator ``seed``); in place,
+    returns the model in eval mode.
+
+    Why: training keeps running statistics with momentum 0.1, i.e. the last ~10 batches; its
+    batches mix two pixel sizes and two kinds of background, so the statistics swing, and with
+    them the validation scores (a checkpoint can lose resin entirely in eval mode and recover
+    with statistics from 40 batches). ``backgrounds``: ``(phantoms, real)`` from
+    :func:`load_backgrounds` (default: loaded from ``config``).
+    """
+    import torch
+
+    if int(n_batches) < 1:
+        raise InputError(f"n_batches must be >= 1, got {n_batches}")
+    ph, real = backgrounds if backgrounds is not None else load_backgrounds(config)[:2]
+    rng = np.random.default_rng(seed)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        raise InputError("the model has no batch-norm layers to recalibrate")
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None                                   # cumulative average over the batches
+    model.train()
+    with torch.no_grad():
+        for _ in range(int(n_batches)):
+            x, _ = _draw(config, ph, real, rng, config.batch_size)
+            model(torch.from_numpy(x).to(next(model.parameters()).device))
+    for m, mom in zip(norms, saved):
+        m.momentum = mom
+    return model.eval()
+
+
+def average_checkpoints(paths):
+    """A defect net whose weights are the mean of the checkpoints' (same configuration; batch-norm
+    statistics averaged too — recalibrate them with :func:`recalibrate_batchnorm`)."""
+    import torch
+
+    from .unet2d import load_unet2d
+
+    if not paths:
+        raise InputError("average_checkpoints needs at least one checkpoint")
+    nets = [load_unet2d(str(p)) for p in paths]
+    if any(n.config != nets[0].config for n in nets):
+        raise InputError("checkpoints to average must share one net configuration")
+    state = {}
+    for k, v in nets[0].state_dict().items():
+        if v.is_floating_point():
+            state[k] = torch.stack([n.state_dict()[k] for n in nets]).mean(0)
+        else:
+            state[k] = v
+    nets[0].load_state_dict(state)
+    nets[0].extra = {"averaged": [str(p) for p in paths]}
+    return nets[0]
+

@@ -25,3 +25,6 @@ from emkit.evaluate.synapses import (  # noqa: E402
 
 __all__ += ["CleftScores", "cleft_precision_recall", "synapse_scores", "synapse_scores_dirs", "connectivity_scores",
             "segment_map"]
+from emkit.evaluate.alignment import alignment_residual, alignment_residual_dirs  # noqa: E402
+
+__all__ += ["alignment_residual", "alignment_residual_dirs"]

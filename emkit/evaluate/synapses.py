@@ -294,7 +294,7 @@ def synapse_scores(pred_table, pred_clefts, gt_table, gt_clefts, resolution=(40,
     return out
 
 
-def synapse_scores_dirs(pred_dir, gt, *, gt_segmentation: str | None = None) -> dict:
+def synapse_scores_dirs(pred_dir, gt, *, gt_segmentation: str | None = None, frame: str = "image") -> dict:
     """:func:`synapse_scores` of an ``emkit synapses`` output folder against the truth.
 
     Parameters
@@ -305,6 +305,8 @@ def synapse_scores_dirs(pred_dir, gt, *, gt_segmentation: str | None = None) -> 
     gt_segmentation : the true segmentation layer (default: the dataset's
         ``gt/image_frame/segmentation``). When the predicted synapses were found on another
         segmentation (their provenance names it), partner ids are mapped to true ones by overlap.
+    frame : ``"image"`` (default) or ``"clean"``: for synapses found on an ``emkit align``
+        output, the phantom's truth in its clean frame (:func:`emkit.synapse.truth.load_truth`).
     """
     import json
 
@@ -325,7 +327,7 @@ def synapse_scores_dirs(pred_dir, gt, *, gt_segmentation: str | None = None) -> 
     prov = json.loads(raw) if raw else {}
     gt = join_url(gt)
     if CloudFiles(gt).exists("gt/synapses.parquet"):
-        truth = load_truth(gt)
+        truth = load_truth(gt, frame=frame)
         gt_table, gt_clefts, gt_seg_url = truth.table, truth.clefts, gt_segmentation or truth.segmentation_url
     elif CloudFiles(gt).exists("synapses.parquet"):
         gt_table = read_synapse_table(gt)

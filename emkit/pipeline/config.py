@@ -28,6 +28,7 @@ from typing import Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import InputError
+from .cluster import ClusterConfig  # the `cluster:` section: local, scheduler, slurm, pbs, kubernetes
 
 __all__ = ["PipelineConfig", "InputConfig", "PhantomSource", "ClusterConfig", "StagesConfig", "load_config",
            "config_from_dict", "flatten", "diff_fields", "shipped_configs", "STAGE_ORDER", "ConfigError"]
@@ -62,6 +63,19 @@ def _positive_vec3(v, what: str):
 
 # -- input ------------------------------------------------------------------------------------
 
+class UnalignedSource(_Model):
+    """How the phantom's sections are moved before alignment (``emkit phantom --unaligned``;
+    :class:`emkit.phantom.UnalignedParams`): the first section stays put, the others get a rigid
+    offset, a slow drift along z and a smooth distortion; the true fields are kept in
+    ``gt/fields.npz`` to score the align stage against."""
+
+    shift_px: float = Field(12.0, ge=0, description="std of the per-section translation, px (default 12)")
+    rotation_deg: float = Field(1.0, ge=0, description="std of the per-section rotation, degrees (default 1)")
+    distortion_px: float = Field(1.5, ge=0, description="RMS of the smooth in-plane distortion, px (default 1.5)")
+    drift_px: float = Field(0.5, ge=0, description="std of the per-section step of the slow drift along z, px "
+                                                   "(default 0.5)")
+
+
 class PhantomSource(_Model):
     """A built-in phantom written into the run folder (``emkit phantom``): image, ground truth, defects."""
 
@@ -72,6 +86,10 @@ class PhantomSource(_Model):
     defects: Union[Literal["default", "none"], list[str]] = Field(
         "default", description="defects rendered into the image: 'default' (the phantom's usual set), 'none', "
                                "or a list of kinds (default 'default'; see `emkit phantom --help`)")
+
+    unaligned: Optional[UnalignedSource] = Field(
+        None, description="move the sections as cutting and imaging do before alignment ({} = the defaults); "
+                          "run the align stage to undo it (default: none, the sections are aligned)")
 
     @field_validator("shape")
     @classmethod
@@ -92,28 +110,26 @@ class InputConfig(_Model):
         return self
 
 
-class ClusterConfig(_Model):
-    """Where the chunk tasks run (paper: Distributed computation); results do not depend on it."""
-
-    workers: int = Field(0, ge=0, description="0: serially in this process (default); N: a local dask cluster of "
-                                              "N worker processes shared by all stages")
-    scheduler: Optional[str] = Field(None, description="address of a running dask scheduler (tcp://host:8786) "
-                                                       "instead of a local cluster")
-
-    @model_validator(mode="after")
-    def _either(self):
-        if self.scheduler and self.workers:
-            raise ValueError("give either cluster.workers or cluster.scheduler, not both")
-        return self
-
-
 # -- stages -----------------------------------------------------------------------------------
 
 class AlignStage(_Model):
-    """Rough alignment (paper: Methods, Rough alignment): ``emkit align --rough-only``; writes ``align/image``."""
+    """Alignment (paper: Methods, Rough alignment; Alignment at 1024 nm & 64 nm): ``emkit align``
+    (``--rough-only`` for ``method: rough``); writes ``align/image``, ``align/field`` and the
+    per-section quality table."""
 
-    coarse_nm: float = Field(32.0, gt=0, description="pixel size (nm) of the coarse matching grid (default 32)")
-    neighbours: int = Field(3, ge=1, description="earlier sections each section is matched to (default 3)")
+    method: Literal["fine", "rough"] = Field(
+        "fine", description="'fine' (default: rough, then per-pixel fields by block matching and gradient descent, "
+                            "as the paper) or 'rough' (rotation + translation only)")
+    defects: Literal["none", "truth", "detect"] = Field(
+        "none", description="fold/crack masks in which the fine field may tear: 'none' (default), 'detect' (the "
+                            "shipped defect net on the unaligned image) or 'truth' (a phantom's own masks: an "
+                            "oracle)")
+    field_model: Optional[str] = Field(
+        None, description="fine method: also start each pair's gradient descent from this field net's field ('field': "
+                          "the shipped net, or a checkpoint) and keep the better match (default none: block matching)")
+    coarse_nm: float = Field(32.0, gt=0, description="pixel size (nm) of the rough matching grid (default 32)")
+    neighbours: int = Field(3, ge=1, description="earlier sections each section is matched to in the rough stage "
+                                                 "(default 3; the fine stage uses up to 5, the paper's)")
     max_rotation_deg: float = Field(6.0, ge=0, description="largest rotation searched, degrees (default 6)")
     z_block: Optional[int] = Field(None, ge=1, description="sections per task (default: the image's z chunk)")
 
@@ -223,9 +239,10 @@ class EvaluateStage(_Model):
 
 
 class StagesConfig(_Model):
-    """The stages to run; a stage runs when its key is present. Order: :data:`STAGE_ORDER`."""
+    """The stages to run; a stage runs when its key is present (``{}`` or empty: its defaults; ``false``:
+    left out, e.g. ``--set stages.evaluate=false``). Order: :data:`STAGE_ORDER`."""
 
-    align: Optional[AlignStage] = Field(None, description="rough alignment (paper: Methods, Rough alignment); off unless present")
+    align: Optional[AlignStage] = Field(None, description="alignment: rough, then fine fields (paper: Methods, Rough alignment; Alignment at 1024 nm & 64 nm); off unless present")
     masks: Optional[MasksStage] = Field(None, description="segmentation masks (paper: Methods, Segmentation masks); off unless present")
     boundary: Optional[BoundaryStage] = Field(None, description="boundary net → affinities (paper: Methods, Boundary Detection)")
     semantic: Optional[SemanticStage] = Field(None, description="semantic net → class probabilities (paper: Methods, Semantic labeling)")
@@ -239,9 +256,10 @@ class StagesConfig(_Model):
     @model_validator(mode="before")
     @classmethod
     def _empty_is_default(cls, data):
-        # ``segment:`` with nothing after it (YAML null) means "run it with the defaults"
+        # ``segment:`` with nothing after it (YAML null) means "run it with the defaults"; ``false`` leaves the
+        # stage out (``--set stages.evaluate=false``)
         if isinstance(data, dict):
-            return {k: ({} if v is None else v) for k, v in data.items()}
+            return {k: ({} if v is None else v) for k, v in data.items() if v is not False}
         return data
 
 
@@ -253,8 +271,9 @@ class PipelineConfig(_Model):
                                          "path is taken from the current directory")
     stages: StagesConfig = Field(default_factory=StagesConfig, description="the stages to run, with their "
                                                                             "parameters (none by default)")
-    cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="where the chunk tasks run "
-                                                                              "(default: in this process)")
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="where the chunk tasks run: kind "
+                                   "local (default, 0 workers: in this process), scheduler, slurm, pbs or kubernetes "
+                                   "(emkit.pipeline.cluster)")
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -267,11 +286,17 @@ class PipelineConfig(_Model):
             oracle.append("stages.segment.semantic: oracle")
         if s.masks is not None and s.masks.defects == "truth":
             oracle.append("stages.masks.defects: truth")
+        if s.align is not None and s.align.defects == "truth":
+            oracle.append("stages.align.defects: truth")
         if s.synapses is not None:
             oracle += [f"stages.synapses.{k}: truth" for k in ("cleft_model", "partner_model")
                        if getattr(s.synapses, k) == "truth"]
         if oracle and self.input.phantom is None:
             raise ValueError(f"{', '.join(oracle)} needs a phantom input (its ground truth); input.layer has none")
+        if s.evaluate is not None and s.evaluate.ground_truth is None and self.input.phantom is None:
+            raise ValueError("stages.evaluate needs a ground-truth segmentation when the input is an image layer "
+                             f"({self.input.layer}): give it (--set stages.evaluate.ground_truth=URL) or leave the "
+                             "stage out (--set stages.evaluate=false)")
         return self
 
     def stage_names(self) -> list[str]:
@@ -346,8 +371,9 @@ def save_run_config(cfg: "PipelineConfig", run_url: str) -> None:
     import yaml
 
     from ..runtime.atomic import put_atomic
+    from .redact import redact
 
-    data = cfg.model_dump(mode="json", exclude_none=True)
+    data = redact(cfg.model_dump(mode="json", exclude_none=True))   # a URL's password / token -> ***
     text = ("# written by emkit run: the configuration of this run folder, overrides applied.\n"
             "# `emkit run FOLDER` resumes it, `emkit status FOLDER` shows it (relative paths: from where it ran).\n"
             + yaml.safe_dump(data, sort_keys=False))

@@ -78,6 +78,7 @@ def read_records(run_url: str, stages) -> dict:
 
 def write_record(run_url: str, stage: str, record: dict) -> None:
     """Write the record of ``stage`` whole or not at all."""
+    from emkit.pipeline.redact import redact
     from emkit.runtime.atomic import put_json_atomic
 
-    put_json_atomic(_folder(run_url), f"{stage}.json", record)
+    put_json_atomic(_folder(run_url), f"{stage}.json", redact(record))   # no secret of a URL / the environment

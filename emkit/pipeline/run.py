@@ -155,8 +155,10 @@ def run_pipeline(cfg: PipelineConfig, *, workers: int | None = None, scheduler: 
     Whatever a stage raises (its record then says ``failed`` with the message).
     """
     from ..io.layer import normalize_url
+    from .redact import redact, remember
 
-    say = echo or (lambda *a, **k: None)
+    remember(cfg.model_dump(mode="json"))   # the secrets of its URLs: masked wherever they are printed or recorded
+    say = (lambda *a, **k: echo(*(redact(x) for x in a), **k)) if echo else (lambda *a, **k: None)
     run = normalize_url(os.path.abspath(cfg.output) if "://" not in cfg.output else cfg.output)
     names = cfg.stage_names()
     records = read_records(run, names)
@@ -175,16 +177,15 @@ def run_pipeline(cfg: PipelineConfig, *, workers: int | None = None, scheduler: 
         from .config import save_run_config
 
         save_run_config(cfg, run)
-    if scheduler is None and workers is None:
-        scheduler, workers = cfg.cluster.scheduler, cfg.cluster.workers
     cluster = None
     env = None
     ctx = Context(cfg=cfg, run=run, progress=progress, command=command or command_line())
     try:
-        if todo and (scheduler or workers):
-            from ..runtime import Cluster
+        if todo:   # the configuration's `cluster:` section, or --workers / --scheduler instead of it
+            from .cluster import make_cluster
 
-            cluster = Cluster(n_workers=None if scheduler else workers, scheduler=scheduler, quiet=echo is None)
+            cluster = make_cluster(cfg, workers=workers, scheduler=scheduler, quiet=echo is None)
+        if cluster is not None:
             rep.dashboard_link = cluster.dashboard_link
             ctx.client = cluster
         t_run = time.perf_counter()

@@ -8,7 +8,8 @@ Where each stage writes, inside the run folder ``RUN``:
 
 ========== ==========================================================================
 phantom    ``RUN/image``, ``RUN/gt/...``, ``RUN/masks/<defect>`` (:func:`emkit.phantom.write_phantom`)
-align      ``RUN/align/image``, ``RUN/align/field`` (:func:`emkit.align.rough_align_layers`)
+align      ``RUN/align/image``, ``RUN/align/field``, ``RUN/align/quality.tsv``
+           (:func:`emkit.align.fine.fine_align_layers`, or :func:`emkit.align.rough_align_layers`)
 masks      ``RUN/seg_masks/mask_in``, ``mask_out`` (:func:`emkit.detect.segmentation_masks_layers`)
 boundary   ``RUN/affinities`` (:func:`emkit.inference.infer_layers`)
 semantic   ``RUN/semantic`` (:func:`emkit.inference.infer_layers`)
@@ -93,17 +94,27 @@ def run_phantom(ctx: Context, p: dict, overwrite: bool) -> dict:
     outputs = {"image": ctx.url("image"), "ground_truth": ctx.url("gt")}
     summary = {"shape": list(p["shape"]), "n_segments": ph.summary()["n_segments"],
                "n_synapses": ph.summary()["n_synapses"]}
-    if not overwrite and _same_phantom(ctx, ph):
+    moved = ph
+    if p.get("unaligned") is not None:
+        from ..phantom import UnalignedParams, make_unaligned
+
+        u = p["unaligned"]
+        uparams = UnalignedParams(**u, max_shift_px=max(30.0, 2.5 * u["shift_px"]),
+                                  max_rotation_deg=max(3.0, 2.5 * u["rotation_deg"]))
+        moved = make_unaligned(ph, params=uparams, seed=p["seed"])
+        summary["unaligned_max_px"] = round(float(max(abs(f).max() for f in moved.fields)), 1)
+    if not overwrite and _same_phantom(ctx, ph, moved):
         # a phantom made with the same parameters is already there (e.g. `emkit phantom` or an earlier demo)
         ctx.notes.append(f"phantom: {ctx.run} already holds a phantom with the same parameters; reused")
         return {"outputs": outputs, "summary": {**summary, "reused": True}}
-    write_phantom(ph, ctx.run, overwrite=overwrite, progress=ctx.progress)
+    write_phantom(moved, ctx.run, overwrite=overwrite, progress=ctx.progress)
     return {"outputs": outputs, "summary": summary}
 
 
-def _same_phantom(ctx: Context, ph) -> bool:
+def _same_phantom(ctx: Context, ph, moved) -> bool:
     """True when the run folder holds a complete phantom whose record matches ``ph`` (its
-    ``gt/phantom.json``, written last, with the same summary and generator parameters)."""
+    ``gt/phantom.json``, written last, with the same summary and generator parameters; for an
+    unaligned one, the same moves)."""
     from cloudfiles import CloudFiles
 
     raw = CloudFiles(ctx.url("gt")).get("phantom.json")
@@ -111,6 +122,12 @@ def _same_phantom(ctx: Context, ph) -> bool:
         return False
     meta = json.loads(raw)
     want = json.loads(json.dumps({**ph.summary(), "params": ph.params.to_dict()}))
+    if moved is not ph:
+        want["unaligned"] = json.loads(json.dumps({"seed": moved.seed, "params": moved.params.to_dict()}))
+        have = meta.get("unaligned") or {}
+        meta = {**meta, "unaligned": {k: have.get(k) for k in ("seed", "params")}}
+    elif "unaligned" in meta:
+        return False
     return all(meta.get(k) == v for k, v in want.items())
 
 
@@ -118,10 +135,31 @@ def run_align(ctx: Context, p: dict, overwrite: bool) -> dict:
     from ..align.rough import RoughParams, rough_align_layers
 
     params = RoughParams(coarse_nm=p["coarse_nm"], neighbours=p["neighbours"], max_rotation_deg=p["max_rotation_deg"])
-    rep = rough_align_layers(ctx.source_image, ctx.url("align"), params=params, z_block=p["z_block"],
-                             overwrite=overwrite, progress=ctx.progress, **ctx.where())
+    masks, models = [], {}
+    if p["defects"] == "truth":
+        masks = [ctx.url("masks", k) for k in ("fold", "crack") if layer_exists(ctx.url("masks", k))]
+    elif p["defects"] == "detect":
+        from ..detect.defect_masks import detect_defects_layers
+
+        found = detect_defects_layers(ctx.source_image, ctx.url("align", "defects"), overwrite=overwrite,
+                                      progress=ctx.progress, **ctx.where())
+        masks = [found[k] for k in ("fold", "crack") if k in found]
+        models["defects"] = {"model": "defects"}
+    if p["method"] == "rough":
+        rep = rough_align_layers(ctx.source_image, ctx.url("align"), params=params, z_block=p["z_block"],
+                                 overwrite=overwrite, progress=ctx.progress, **ctx.where())
+    else:
+        from ..align.fine import FineParams, fine_align_layers
+
+        if p["field_model"] is not None:
+            models["field"] = _model_record(p["field_model"])
+        rep = fine_align_layers(ctx.source_image, ctx.url("align"), rough_params=params, mask_urls=masks,
+                                params=FineParams(field_model=p["field_model"]),
+                                z_block=p["z_block"], overwrite=overwrite, progress=ctx.progress, **ctx.where())
     summary = {k: v for k, v in rep.items() if isinstance(v, (int, float, str))} if isinstance(rep, dict) else {}
-    return {"outputs": {"image": ctx.image, "field": ctx.url("align", "field")}, "summary": summary}
+    summary["defect_masks"] = len(masks)
+    return {"outputs": {"image": ctx.image, "field": ctx.url("align", "field")}, "summary": summary,
+            "models": models}
 
 
 def run_masks(ctx: Context, p: dict, overwrite: bool) -> dict:
@@ -329,8 +367,10 @@ def run_evaluate(ctx: Context, p: dict, overwrite: bool) -> dict:
     folder = ctx.url("evaluation")
     if not overwrite and CloudFiles(folder).exists("scores.json"):
         raise LayerExistsError(f"{join_url(folder, 'scores.json')} already exists; pass --overwrite to replace it")
-    # a phantom's truth: in the image's frame, or in the clean (aligned) frame when the align stage ran
-    frame = ("gt", "segmentation") if ctx.cfg.stages.align is not None else ("gt", "image_frame", "segmentation")
+    # a phantom's truth: in the image's frame, or in the clean frame when the align stage ran (the frame
+    # an aligner gives back: the sections' moves and the misalignment defects undone)
+    aligned = ctx.cfg.stages.align is not None
+    frame = ("gt", "segmentation") if aligned else ("gt", "image_frame", "segmentation")
     gt_url = p["ground_truth"] or (ctx.url(*frame) if ctx.phantom else None)
     if gt_url is None:
         raise InputError("stages.evaluate needs ground_truth (a segmentation layer on the image's grid) when the "
@@ -344,10 +384,17 @@ def run_evaluate(ctx: Context, p: dict, overwrite: bool) -> dict:
     if ctx.cfg.stages.synapses is not None and ctx.phantom:
         from ..evaluate import synapse_scores_dirs
 
-        scores["synapses"] = _jsonable(synapse_scores_dirs(ctx.url("synapses"), ctx.run))
+        scores["synapses"] = _jsonable(synapse_scores_dirs(ctx.url("synapses"), ctx.run,
+                                                           frame="clean" if aligned else "image"))
+    if aligned and ctx.phantom:
+        from ..evaluate import alignment_residual_dirs
+
+        scores["alignment"] = _jsonable(alignment_residual_dirs(ctx.url("align", "field"), ctx.run))
     put_json_atomic(folder, "scores.json", scores)
     s = scores["segmentation"]
     summary = {k: s[k] for k in ("arand", "voi_split", "voi_merge")}
+    if "alignment" in scores:
+        summary.update({f"alignment_{k}": round(scores["alignment"][k], 3) for k in ("median_px", "p95_px")})
     if "synapses" in scores:
         summary.update({f"synapse_{k}": scores["synapses"].get(k) for k in ("precision", "recall")})
     return {"outputs": {"scores": join_url(folder, "scores.json")}, "summary": summary}
@@ -374,7 +421,7 @@ class Stage:
 
 STAGES = {s.name: s for s in (
     Stage("phantom", run_phantom, (), doc="phantom image, ground truth and defects"),
-    Stage("align", run_align, ("phantom",), True, "rough alignment"),
+    Stage("align", run_align, ("phantom",), True, "alignment (rough, then fine fields)"),
     Stage("masks", run_masks, ("phantom", "align"), True, "segmentation masks (misalignment, defects)"),
     Stage("boundary", run_boundary, ("phantom", "align", "masks"), True, "boundary net → affinities"),
     Stage("semantic", run_semantic, ("phantom", "align"), True, "semantic net → class probabilities"),
@@ -425,7 +472,9 @@ def stage_key(cfg: PipelineConfig, name: str) -> dict:
     for n in dependencies(cfg, name) + [name]:
         if n != "phantom":
             key["stages"][n] = cfg.section(n)
-    return key
+    from .redact import redact
+
+    return redact(key)   # as recorded: a URL's secrets masked (they do not determine the outputs)
 
 
 #: stages that cannot run without another one: name -> (stage, what it provides)

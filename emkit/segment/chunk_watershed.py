@@ -248,6 +248,144 @@ def _chunk_faces(lab, aff, oz, oy, ox, cz, cy, cx, gz0, gy0, gx0, Y, X, N):
 
 
 @numba.njit(cache=True, nogil=True)
+def _fragment_table(lab, n, cz, cy, cx, gz0, gy0, gx0, Y, X):
+    """One pass over the chunk's labels (1..n, numbered in raster order of their first voxel):
+    sizes, global raster index of the first voxel, inclusive bounding boxes (global)."""
+    sizes = np.zeros(n, np.int64)
+    minidx = np.full(n, -1, np.int64)
+    bbox = np.empty((n, 6), np.int64)
+    for z in range(cz):
+        for y in range(cy):
+            for x in range(cx):
+                k = lab[(z * cy + y) * cx + x] - 1
+                if k < 0:
+                    continue
+                gz, gy, gx = z + gz0, y + gy0, x + gx0
+                if sizes[k] == 0:
+                    minidx[k] = (gz * Y + gy) * X + gx
+                    bbox[k, 0] = gz
+                    bbox[k, 1] = gy
+                    bbox[k, 2] = gx
+                    bbox[k, 3] = gz
+                    bbox[k, 4] = gy
+                    bbox[k, 5] = gx
+                else:
+                    # z only grows in raster order
+                    bbox[k, 3] = gz
+                    if gy < bbox[k, 1]:
+                        bbox[k, 1] = gy
+                    if gy > bbox[k, 4]:
+                        bbox[k, 4] = gy
+                    if gx < bbox[k, 2]:
+                        bbox[k, 2] = gx
+                    if gx > bbox[k, 5]:
+                        bbox[k, 5] = gx
+                sizes[k] += 1
+    return sizes, minidx, bbox
+
+
+@numba.njit(cache=True, nogil=True)
+def _pair_order(a, b, n):
+    """Row order sorting (a, b) (both integers in 0..n): two stable counting-sort passes, O(rows + n)."""
+    m = a.size
+    cnt = np.zeros(n + 2, np.int64)
+    tmp = np.empty(m, np.int64)
+    for i in range(m):
+        cnt[b[i] + 1] += 1
+    for k in range(n + 1):
+        cnt[k + 1] += cnt[k]
+    for i in range(m):
+        tmp[cnt[b[i]]] = i
+        cnt[b[i]] += 1
+    cnt[:] = 0
+    for i in range(m):
+        cnt[a[i] + 1] += 1
+    for k in range(n + 1):
+        cnt[k + 1] += cnt[k]
+    o = np.empty(m, np.int64)
+    for j in range(m):
+        i = tmp[j]
+        o[cnt[a[i]]] = i
+        cnt[a[i]] += 1
+    return o
+
+
+@numba.njit(cache=True, nogil=True)
+def _reduce_dense(a, b, w, key, q, cnt, low, n):
+    """As ``_reduce_sorted`` for pair ends that are integers 0..n: rows bucketed by ``a`` (one
+    counting pass), reduced per bucket through a stamp table indexed by ``b``, each bucket's
+    pairs then ordered by ``b``. O(rows + n) plus the (small) per-bucket sorts."""
+    m = a.size
+    start = np.zeros(n + 2, np.int64)
+    for i in range(m):
+        start[a[i] + 1] += 1
+    for k in range(n + 1):
+        start[k + 1] += start[k]
+    pos = start[:-1].copy()
+    rows = np.empty(m, np.int64)
+    for i in range(m):
+        rows[pos[a[i]]] = i
+        pos[a[i]] += 1
+    stamp = np.full(n + 1, -1, np.int64)
+    slot = np.empty(n + 1, np.int64)
+    ra = np.empty(m, a.dtype)
+    rb = np.empty(m, b.dtype)
+    rw = np.full(m, -1.0, np.float32)
+    rk = np.zeros(m, np.int64)
+    rq = np.zeros(m, np.int64)
+    rc = np.zeros(m, np.int64)
+    j = 0
+    for g in range(n + 1):
+        s0 = start[g]
+        s1 = start[g + 1]
+        if s0 == s1:
+            continue
+        j0 = j
+        for t in range(s0, s1):
+            i = rows[t]
+            bb = b[i]
+            if stamp[bb] != g:
+                stamp[bb] = g
+                slot[bb] = j
+                ra[j] = a[i]
+                rb[j] = bb
+                j += 1
+            k = slot[bb]
+            rq[k] += q[i]
+            rc[k] += cnt[i]
+            if w[i] >= low and (w[i] > rw[k] or (w[i] == rw[k] and key[i] < rk[k])):
+                rw[k] = w[i]
+                rk[k] = key[i]
+        c = j - j0
+        if c > 1:  # order the bucket's pairs by b (insertion sort: buckets are small; else argsort)
+            if c <= 32:
+                for x in range(j0 + 1, j):
+                    vb, vw, vk, vq, vc = rb[x], rw[x], rk[x], rq[x], rc[x]
+                    y = x - 1
+                    while y >= j0 and rb[y] > vb:
+                        rb[y + 1] = rb[y]
+                        rw[y + 1] = rw[y]
+                        rk[y + 1] = rk[y]
+                        rq[y + 1] = rq[y]
+                        rc[y + 1] = rc[y]
+                        y -= 1
+                    rb[y + 1] = vb
+                    rw[y + 1] = vw
+                    rk[y + 1] = vk
+                    rq[y + 1] = vq
+                    rc[y + 1] = vc
+            else:
+                o = np.argsort(rb[j0:j]) + j0
+                tb, tw, tk, tq, tc = rb[o], rw[o], rk[o], rq[o], rc[o]
+                rb[j0:j] = tb
+                rw[j0:j] = tw
+                rk[j0:j] = tk
+                rq[j0:j] = tq
+                rc[j0:j] = tc
+    return ra[:j].copy(), rb[:j].copy(), rw[:j].copy(), rk[:j].copy(), rq[:j].copy(), rc[:j].copy()
+
+
+@numba.njit(cache=True, nogil=True)
 def _reduce_sorted(o, a, b, w, key, q, cnt, low):
     """Reduce face rows (visited in order ``o``, grouped by pair) to one row per pair."""
     n = o.size
@@ -289,11 +427,20 @@ def reduce_edges(a, b, w, key, low, q=None, cnt=None):
         cnt = np.ones(a.size, np.int64)
     if a.size == 0:
         return a, b, np.zeros(0, np.float32), key, np.zeros(0, np.int64), np.zeros(0, np.int64)
-    if a.dtype.kind == "i" and int(a.max()) < 2**31 and int(b.max()) < 2**31 and int(min(a.min(), b.min())) >= 0:
+    small = a.dtype.kind == "i" and int(min(a.min(), b.min())) >= 0
+    if small and max(int(a.max()), int(b.max())) <= 4 * a.size + 1024:  # dense ids (a chunk's fragments)
+        return _reduce_dense(a, b, w, key, np.asarray(q, np.int64), np.asarray(cnt, np.int64), np.float32(low),
+                             max(int(a.max()), int(b.max())))
+    if small and int(a.max()) < 2**31 and int(b.max()) < 2**31:
         o = np.argsort((a.astype(np.int64) << 31) | b.astype(np.int64), kind="stable")
     else:
         o = np.lexsort((b, a))
     return _reduce_sorted(o, a, b, w, key, np.asarray(q, np.int64), np.asarray(cnt, np.int64), np.float32(low))
+
+
+def _global_ids(local, base) -> np.ndarray:
+    """Fragment ids (uint64, 0 stays 0) of local labels."""
+    return np.where(local > 0, np.asarray(local).astype(np.uint64) + base, np.uint64(0))
 
 
 def chunk_fragments(aff_region, region_start, chunk_start, chunk_shape, volume_shape, params,
@@ -332,26 +479,8 @@ def chunk_fragments(aff_region, region_start, chunk_start, chunk_shape, volume_s
     ids = base + np.arange(1, n + 1, dtype=np.uint64)
     flat = lab
     out["ids"] = ids
-    out["sizes"] = np.bincount(flat, minlength=n + 1)[1:].astype(np.int64)
-    nz = np.flatnonzero(flat)
-    fl = flat[nz]
-    zz, yy, xx = np.unravel_index(nz, (cz, cy, cx))
-    gz, gy, gx = zz + gz0, yy + gy0, xx + gx0
-    first = np.full(n + 1, -1, np.int64)
-    # nz is in raster order: the first occurrence of each label is its first voxel
-    u, fi = np.unique(fl, return_index=True)
-    first[u] = nz[fi]
-    fz, fy, fx = np.unravel_index(first[1:], (cz, cy, cx))
-    out["minidx"] = ((fz + gz0) * Y + (fy + gy0)) * X + (fx + gx0)
-    bbox = np.empty((n, 6), np.int64)
-    for j, g in enumerate((gz, gy, gx)):
-        mn = np.full(n + 1, np.iinfo(np.int64).max, np.int64)
-        mx = np.full(n + 1, -1, np.int64)
-        np.minimum.at(mn, fl, g)
-        np.maximum.at(mx, fl, g)
-        bbox[:, j] = mn[1:]
-        bbox[:, 3 + j] = mx[1:]
-    out["bbox"] = bbox
+    sizes, minidx, bbox = _fragment_table(lab, n, cz, cy, cx, gz0, gy0, gx0, Y, X)
+    out["sizes"], out["minidx"], out["bbox"] = sizes, minidx, bbox
     if semantic is not None:
         cls = np.asarray(semantic).reshape(-1).astype(np.int64)
         counts = np.bincount(flat * N_CLASSES + cls, minlength=(n + 1) * N_CLASSES)
@@ -360,13 +489,12 @@ def chunk_fragments(aff_region, region_start, chunk_start, chunk_shape, volume_s
     ea, eb, ka, kk, q, cnt = reduce_edges(lo, hi, w, key, float(params.low))
     out.update(ea=ids[ea - 1] if ea.size else np.zeros(0, np.uint64),
                eb=ids[eb - 1] if eb.size else np.zeros(0, np.uint64), ka=ka, kk=kk, q=q, cnt=cnt)
-    glab = np.where(lab3 > 0, lab3.astype(np.uint64) + base, np.uint64(0))
     cross3 = cross.reshape(cz, cy, cx)
     for ax, name in enumerate("zyx"):
         if chunk_start[ax] > 0:
             sl = [slice(None)] * 3
             sl[ax] = 0
-            out[f"face_lab_{name}lo"] = glab[tuple(sl)]
+            out[f"face_lab_{name}lo"] = _global_ids(lab3[tuple(sl)], base)
             out[f"face_glue_{name}lo"] = (cross3[tuple(sl)] & (1 << ax)) != 0
             asl = [ax, slice(oz, oz + cz), slice(oy, oy + cy), slice(ox, ox + cx)]
             asl[1 + ax] = (oz, oy, ox)[ax]
@@ -374,14 +502,14 @@ def chunk_fragments(aff_region, region_start, chunk_start, chunk_shape, volume_s
         if chunk_start[ax] + (cz, cy, cx)[ax] < (Z, Y, X)[ax]:
             sl = [slice(None)] * 3
             sl[ax] = -1
-            out[f"face_lab_{name}hi"] = glab[tuple(sl)]
+            out[f"face_lab_{name}hi"] = _global_ids(lab3[tuple(sl)], base)
             out[f"face_glue_{name}hi"] = (cross3[tuple(sl)] & (1 << (ax + 3))) != 0
     ex = np.flatnonzero(export)
     ez, ey, exx = np.unravel_index(ex, (cz, cy, cx))
     out["px_v"] = ((ez + gz0) * Y + (ey + gy0)) * X + (exx + gx0)
     out["px_pm"] = pm[ex]
     out["px_exit"] = isexit[ex]
-    out["px_frag"] = glab.reshape(-1)[ex]
+    out["px_frag"] = _global_ids(lab[ex], base)
     return out
 
 

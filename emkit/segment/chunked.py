@@ -14,7 +14,10 @@ Stages (each a set of small tasks; per-task memory bounded by the chunk, or by b
 4. ``history`` — the supervoxels made by every box are numbered in raster order of their first
    voxel (exactly as the global watershed numbers them) and the boxes' merges form the
    :class:`~emkit.segment.MergeHistory`.
-5. ``relabel`` — per chunk: fragments → supervoxel ids → segment ids at the threshold.
+5. ``relabel`` — per chunk: fragments → supervoxel ids → segment ids at the threshold. Each box
+   stores its unit map split by child box and sorted (``map/<level>/<child>``), so a chunk reads
+   one small part per level, found in O(1) (:meth:`ChunkPlan.box_of`): the stage is linear in the
+   number of chunks.
 
 The result equals ``watershed`` → ``region_graph`` → ``agglomerate`` run on the whole volume:
 the supervoxels voxel for voxel (same ids), and the history's cut at every threshold. Why:
@@ -147,6 +150,12 @@ class ChunkPlan:
         idx = np.asarray(idx, np.int64)
         gz, gy, gx = self.grid
         return np.stack([idx // (gy * gx), (idx // gx) % gy, idx % gx], axis=-1)
+
+    def box_of(self, start, level: int) -> Bbox:
+        """The level-``level`` octree box that holds the voxel ``start`` (clipped to the volume)."""
+        bs = self.box_size(level)
+        lo = tuple((int(a) // b) * b for a, b in zip(start, bs))
+        return Bbox(lo, tuple(min(a + b, s) for a, b, s in zip(lo, bs, self.shape)))
 
     def children(self, box: Bbox, level: int) -> list[Bbox]:
         cs = self.box_size(level - 1)
@@ -347,6 +356,17 @@ class BoxTask:
             raise RuntimeError(f"octree: {out['u_id'].size} units still frozen at the top box")
         name = chunk_name(box)
         self.store.put(f"state/{L}/{name}", out)
+        # the unit map, split by the child box the incoming unit came from (the level-(L-1) box
+        # holding its id's leaf; the leaf itself at level 0) and sorted by unit id: a relabel task
+        # reads only its own child's part, not the whole level's map
+        mi, mk, mo = result.pop("map_in"), result.pop("map_kind"), result.pop("map_out")
+        o = np.argsort(mi, kind="stable")
+        mi, mk, mo = mi[o], mk[o], mo[o]
+        child = plan.coords_of_index(_frag_leaf(mi)) >> max(L - 1, 0)
+        for c in (plan.children(box, L) if L else [box]):
+            cc = np.array(plan.leaf_coords(c.start)) >> max(L - 1, 0)
+            sel = np.all(child == cc, axis=1)
+            self.store.put(f"map/{L}/{chunk_name(c)}", {"map_in": mi[sel], "map_kind": mk[sel], "map_out": mo[sel]})
         self.store.put(f"result/{L}/{name}", result)
 
     def _leaf_state(self, box: Bbox) -> dict:
@@ -418,19 +438,16 @@ class RelabelTask:
         sv_rank = np.full(n, -1, np.int64)                    # -2: dropped
         cur = todo.copy()
         pending = np.arange(n)
-        coords = np.array(plan.leaf_coords(chunk.start))
         for L in range(plan.top + 1):
             if pending.size == 0:
                 break
-            box_start = tuple(int(c) for c in (coords >> L) * np.array(plan.box_size(L)))
-            box = [b for b in plan_boxes(plan, L) if b.start == box_start][0]
-            r = self.store.get(f"result/{L}/{chunk_name(box)}")
-            o = np.argsort(r["map_in"], kind="stable")
-            mi = r["map_in"][o]
+            # this chunk's units at level L came from its level-(L-1) box (O(1) to find; its map part is sorted)
+            r = self.store.get(f"map/{L}/{chunk_name(plan.box_of(chunk.start, max(L - 1, 0)))}")
+            mi = r["map_in"]
             j = np.minimum(np.searchsorted(mi, cur[pending]), max(mi.size - 1, 0))
             if mi.size == 0 or np.any(mi[j] != cur[pending]):
                 raise RuntimeError(f"relabel: units of chunk {chunk} missing from the level-{L} map")
-            kind, dest = r["map_kind"][o][j], r["map_out"][o][j]
+            kind, dest = r["map_kind"][j], r["map_out"][j]
             sv_rank[pending[kind == ot.KIND_SV]] = dest[kind == ot.KIND_SV].astype(np.int64)
             sv_rank[pending[kind == ot.KIND_DROP]] = -2
             cur[pending] = dest

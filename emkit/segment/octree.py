@@ -147,59 +147,202 @@ def _linkage(n, ea, eb, order, size_in, frozen_in, threshold):
 
 
 # ------------------------------------------------------------------ helpers ---------------------
+@numba.njit(cache=True, nogil=True)
+def _compact_kernel(root):
+    """Labels 0..g-1 of ``root`` values (each in 0..n-1) in increasing order of the value."""
+    n = root.size
+    lab_of = np.full(n, -1, np.int64)
+    for i in range(n):
+        lab_of[root[i]] = 0
+    g = 0
+    for r in range(n):
+        if lab_of[r] == 0:
+            lab_of[r] = g
+            g += 1
+    lab = np.empty(n, np.int64)
+    for i in range(n):
+        lab[i] = lab_of[root[i]]
+    return lab, g
+
+
 def _compact(root: np.ndarray) -> tuple[np.ndarray, int]:
-    u, lab = np.unique(root, return_inverse=True)
-    return lab.astype(np.int64), int(u.size)
+    """As ``np.unique(root, return_inverse=True)`` for roots of a union–find over 0..n-1."""
+    root = np.asarray(root, np.int64)
+    if root.size and (root.min() < 0 or root.max() >= root.size):  # pragma: no cover - roots are node indices
+        u, lab = np.unique(root, return_inverse=True)
+        return lab.astype(np.int64), int(u.size)
+    lab, g = _compact_kernel(root)
+    return lab, int(g)
+
+
+@numba.njit(cache=True, nogil=True)
+def _group_kernel(lab, g, uid, size, minidx, rank, nsv, stage, bbox, sem):
+    oid = np.full(g, np.iinfo(np.uint64).max, np.uint64)
+    osize = np.zeros(g, np.int64)
+    ominidx = np.full(g, np.iinfo(np.int64).max, np.int64)
+    orank = np.full(g, -1, np.int64)
+    onsv = np.zeros(g, np.int64)
+    ostage = np.zeros(g, np.int8)
+    obb = np.empty((g, 6), np.int64)
+    obb[:, :3] = np.iinfo(np.int64).max
+    obb[:, 3:] = -1
+    osem = np.zeros((g, sem.shape[1]), np.float64)
+    for i in range(lab.size):
+        k = lab[i]
+        if uid[i] < oid[k]:
+            oid[k] = uid[i]
+        osize[k] += size[i]
+        if minidx[i] < ominidx[k]:
+            ominidx[k] = minidx[i]
+        if rank[i] > orank[k]:
+            orank[k] = rank[i]
+        onsv[k] += nsv[i]
+        if stage[i] > ostage[k]:
+            ostage[k] = stage[i]
+        for j in range(3):
+            if bbox[i, j] < obb[k, j]:
+                obb[k, j] = bbox[i, j]
+            if bbox[i, 3 + j] > obb[k, 3 + j]:
+                obb[k, 3 + j] = bbox[i, 3 + j]
+        for j in range(sem.shape[1]):
+            osem[k, j] += sem[i, j]
+    return oid, osize, ominidx, orank, onsv, ostage, obb, osem
 
 
 def _group(lab, g, u: dict) -> dict:
-    """Aggregate unit rows by group labels ``lab`` (0..g-1)."""
-    out = {}
-    out["id"] = np.full(g, np.iinfo(np.uint64).max, np.uint64)
-    np.minimum.at(out["id"], lab, u["id"])
-    out["size"] = np.zeros(g, np.int64)
-    np.add.at(out["size"], lab, u["size"])
-    out["minidx"] = np.full(g, np.iinfo(np.int64).max, np.int64)
-    np.minimum.at(out["minidx"], lab, u["minidx"])
-    out["rank"] = np.full(g, -1, np.int64)
-    np.maximum.at(out["rank"], lab, u["rank"])
-    out["nsv"] = np.zeros(g, np.int64)
-    np.add.at(out["nsv"], lab, u["nsv"])
-    out["stage"] = np.zeros(g, np.int8)
-    np.maximum.at(out["stage"], lab, u["stage"])
-    bb = np.empty((g, 6), np.int64)
-    bb[:, :3] = np.iinfo(np.int64).max
-    bb[:, 3:] = -1
-    for j in range(3):
-        np.minimum.at(bb[:, j], lab, u["bbox"][:, j])
-        np.maximum.at(bb[:, 3 + j], lab, u["bbox"][:, 3 + j])
-    out["bbox"] = bb
-    out["sem"] = np.zeros((g, N_CLASSES), np.float64)
-    np.add.at(out["sem"], lab, u["sem"])
-    return out
+    """Aggregate unit rows by group labels ``lab`` (0..g-1): smallest id, summed size, nsv and
+    semantic counts, smallest first voxel, largest rank and stage, union of bounding boxes."""
+    r = _group_kernel(np.asarray(lab, np.int64), int(g), np.asarray(u["id"], np.uint64),
+                      np.asarray(u["size"], np.int64), np.asarray(u["minidx"], np.int64),
+                      np.asarray(u["rank"], np.int64), np.asarray(u["nsv"], np.int64),
+                      np.asarray(u["stage"], np.int8), np.ascontiguousarray(u["bbox"], np.int64),
+                      np.ascontiguousarray(u["sem"], np.float64).reshape(len(lab), N_CLASSES))
+    return dict(zip(("id", "size", "minidx", "rank", "nsv", "stage", "bbox", "sem"), r))
+
+
+@numba.njit(cache=True, nogil=True)
+def _reduce_pairs(o, lo, hi, ka, kk, q, cnt):
+    """Rows visited in order ``o`` (grouped by (lo, hi)) to one row per pair: the best key
+    (largest ka, then smallest kk), summed q and cnt."""
+    m = 0
+    for j in range(o.size):
+        i = o[j]
+        if j == 0 or lo[i] != lo[o[j - 1]] or hi[i] != hi[o[j - 1]]:
+            m += 1
+    rlo = np.empty(m, lo.dtype)
+    rhi = np.empty(m, hi.dtype)
+    rka = np.empty(m, ka.dtype)
+    rkk = np.empty(m, kk.dtype)
+    rq = np.zeros(m, q.dtype)
+    rc = np.zeros(m, cnt.dtype)
+    k = -1
+    for j in range(o.size):
+        i = o[j]
+        if j == 0 or lo[i] != lo[o[j - 1]] or hi[i] != hi[o[j - 1]]:
+            k += 1
+            rlo[k] = lo[i]
+            rhi[k] = hi[i]
+            rka[k] = ka[i]
+            rkk[k] = kk[i]
+        elif ka[i] > rka[k] or (ka[i] == rka[k] and kk[i] < rkk[k]):
+            rka[k] = ka[i]
+            rkk[k] = kk[i]
+        rq[k] += q[i]
+        rc[k] += cnt[i]
+    return rlo, rhi, rka, rkk, rq, rc
 
 
 def _aggregate_edges(a, b, ka, kk, q, cnt):
-    """Drop self edges, order ends (a < b), merge duplicate pairs (best key, summed q and cnt)."""
+    """Drop self edges, order ends (a < b), merge duplicate pairs (best key, summed q and cnt).
+
+    ``a``, ``b``: node indices (0..n-1). Returns the pairs sorted by (lo, hi)."""
     keep = a != b
     a, b, ka, kk, q, cnt = a[keep], b[keep], ka[keep], kk[keep], q[keep], cnt[keep]
     lo = np.minimum(a, b)
     hi = np.maximum(a, b)
     if lo.size == 0:
         return lo, hi, ka, kk, q, cnt
-    o = np.lexsort((kk, -ka, hi, lo))
-    lo, hi, ka, kk, q, cnt = lo[o], hi[o], ka[o], kk[o], q[o], cnt[o]
-    s = np.flatnonzero(np.r_[True, (lo[1:] != lo[:-1]) | (hi[1:] != hi[:-1])])
-    return lo[s], hi[s], ka[s], kk[s], np.add.reduceat(q, s), np.add.reduceat(cnt, s)
+    from emkit.segment.chunk_watershed import _pair_order
+
+    lo64, hi64 = lo.astype(np.int64), hi.astype(np.int64)
+    o = _pair_order(lo64, hi64, int(hi64.max()))
+    return _reduce_pairs(o, lo, hi, ka, kk, q, cnt)
 
 
-def _lookup(sorted_ids, order, keys) -> np.ndarray:
-    """Positions (in the unsorted array) of ``keys`` in an id array given its argsort."""
-    j = np.searchsorted(sorted_ids, keys)
-    j = np.minimum(j, max(sorted_ids.size - 1, 0))
-    if keys.size and (sorted_ids.size == 0 or np.any(sorted_ids[j] != keys)):
-        raise RuntimeError("octree: an edge or glue pair names a unit that is not in the box")
-    return order[j]
+@numba.njit(cache=True, nogil=True)
+def _hash_index(ids):
+    """Open-addressing table of uint64 ids (their positions); capacity a power of two."""
+    cap = 16
+    while cap < 2 * ids.size + 2:
+        cap *= 2
+    keys = np.zeros(cap, np.uint64)
+    vals = np.full(cap, -1, np.int64)
+    mask = np.uint64(cap - 1)
+    for i in range(ids.size):
+        h = (ids[i] * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(20)
+        s = h & mask
+        while vals[s] >= 0 and keys[s] != ids[i]:
+            s = (s + np.uint64(1)) & mask
+        if vals[s] < 0:
+            keys[s] = ids[i]
+            vals[s] = i
+    return keys, vals
+
+
+@numba.njit(cache=True, nogil=True)
+def _hash_lookup(keys, vals, q):
+    """Positions of ``q`` in the table (-1 when absent)."""
+    mask = np.uint64(keys.size - 1)
+    out = np.empty(q.size, np.int64)
+    for i in range(q.size):
+        h = (q[i] * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(20)
+        s = h & mask
+        while vals[s] >= 0 and keys[s] != q[i]:
+            s = (s + np.uint64(1)) & mask
+        out[i] = vals[s]
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _sort_ties(o, ka, kk):
+    """Within runs of equal ``ka[o]``, order ``o`` by ``kk``."""
+    n = o.size
+    i = 0
+    while i < n:
+        j = i + 1
+        while j < n and ka[o[j]] == ka[o[i]]:
+            j += 1
+        if j - i > 1:
+            seg = o[i:j].copy()
+            oo = np.argsort(kk[seg])
+            for t in range(j - i):
+                o[i + t] = seg[oo[t]]
+        i = j
+    return o
+
+
+def _global_order(idx, ka, kk) -> np.ndarray:
+    """``idx`` in the global edge order: affinity descending, then order key ascending (as
+    ``idx[np.lexsort((kk[idx], -ka[idx]))]``; order keys are unique)."""
+    k = ka[idx]
+    o = np.argsort(-k)
+    return idx[_sort_ties(o, k, kk[idx])]
+
+
+class _Index:
+    """Positions of unit ids (uint64) in the box's unit array, by hashing (O(1) per look-up)."""
+
+    def __init__(self, ids):
+        self.keys, self.vals = _hash_index(np.ascontiguousarray(ids, np.uint64))
+
+    def __call__(self, q) -> np.ndarray:
+        q = np.ascontiguousarray(q, np.uint64)
+        j = _hash_lookup(self.keys, self.vals, q)
+        if q.size and np.any(j < 0):
+            raise RuntimeError("octree: an edge or glue pair names a unit that is not in the box")
+        return j
+
+
 
 
 # ------------------------------------------------------------------ the box ---------------------
@@ -225,15 +368,13 @@ def process_box(box_start, box_stop, volume_shape, state: dict, glue_a, glue_b, 
     """
     u = {k[2:]: state[k] for k in UNIT_KEYS}
     n = u["id"].size
-    order = np.argsort(u["id"], kind="stable")
-    sid = u["id"][order]
-    ea = _lookup(sid, order, state["e_a"])
-    eb = _lookup(sid, order, state["e_b"])
+    index = _Index(u["id"])
+    ea = index(state["e_a"])
+    eb = index(state["e_b"])
     ka, kk, q, cnt = state["e_ka"], state["e_kk"], state["e_q"], state["e_cnt"]
 
     # 1. glue
-    root = _glue(n, _lookup(sid, order, np.asarray(glue_a, np.uint64)),
-                 _lookup(sid, order, np.asarray(glue_b, np.uint64)))
+    root = _glue(n, index(glue_a), index(glue_b))
     lab1, g1 = _compact(root)
     n1 = _group(lab1, g1, u)
     t1 = touches(n1["bbox"], box_start, box_stop, volume_shape)
@@ -244,9 +385,13 @@ def process_box(box_start, box_stop, volume_shape, state: dict, glue_a, glue_b, 
     T = int(wparams.size_threshold)
     if T > 0:
         sel = (st1[a1] == 2) & (st1[b1] == 2) & (ka >= max(float(wparams.merge_affinity), float(wparams.low))) & (a1 != b1)
+        # an edge whose ends both start at the threshold never merges (sizes only grow): not sorted
+        # ... nor one between two frozen units (frozen groups never merge)
+        fz1 = t1 & (st1 == 2)
+        sel &= ((n1["size"][a1] < T) | (n1["size"][b1] < T)) & ~(fz1[a1] & fz1[b1])
         idx = np.flatnonzero(sel)
-        o = idx[np.lexsort((kk[idx], -ka[idx]))]
-        root2, fz2 = _linkage(g1, a1, b1, o, n1["size"], t1 & (st1 == 2), T)
+        o = _global_order(idx, ka, kk)
+        root2, fz2 = _linkage(g1, a1, b1, o, n1["size"], fz1, T)
     else:
         root2, fz2 = np.arange(g1), t1.copy()
     fz2 &= st1 == 2
@@ -263,8 +408,9 @@ def process_box(box_start, box_stop, volume_shape, state: dict, glue_a, glue_b, 
     init3 = (f2 | t2) & (st2 <= 3)
     if D > 0:
         sel = (st2[a2] <= 3) & (st2[b2] <= 3) & (ka >= float(wparams.low)) & (a2 != b2)
+        sel &= ((n2["size"][a2] < D) | (n2["size"][b2] < D)) & ~(init3[a2] & init3[b2])
         idx = np.flatnonzero(sel)
-        o = idx[np.lexsort((kk[idx], -ka[idx]))]
+        o = _global_order(idx, ka, kk)
         root3, fz3 = _linkage(g2, a2, b2, o, n2["size"], init3, D)
     else:
         root3, fz3 = np.arange(g2), init3.copy()
@@ -292,11 +438,17 @@ def process_box(box_start, box_stop, volume_shape, state: dict, glue_a, glue_b, 
     ok = keep[a3] & keep[b3]
     A4, B4, KA, KK, Q, C = _aggregate_edges(p4[a3[ok]], p4[b3[ok]], ka[ok], kk[ok], q[ok], cnt[ok])
     sem4 = n3["sem"][keep]
-    raw = run_kernel(n4, A4, B4, Q, C.astype(np.float64), n3["size"][keep], nsv0, sem4, use_sem,
-                     frozen0, rank0, aparams)
+    # an edge between two frozen nodes is inert in the kernel (frozen nodes never merge, so it is
+    # never acted on, combined or moved): it bypasses the kernel and is passed up as it is
+    act = ~(frozen0[A4] & frozen0[B4])
+    raw = run_kernel(n4, A4[act], B4[act], Q[act], C[act].astype(np.float64), n3["size"][keep], nsv0, sem4,
+                     use_sem, frozen0, rank0, aparams)
     ma, mb, mw, va, vb, vw, vr = raw[:7]
-    alive, eu, ev, esum, ecnt = raw[7:12]
     kfrozen = raw[15]
+    alive = np.ones(A4.size, np.bool_)
+    eu, ev, esum, ecnt = A4.astype(np.int64), B4.astype(np.int64), Q.astype(np.int64), C.astype(np.float64)
+    for full, part in zip((alive, eu, ev, esum, ecnt), raw[7:12]):
+        full[act] = part
     root4 = _components(n4, ma, mb, np.ones(ma.size, np.bool_))
     lab4, g4 = _compact(root4)
     f4 = np.zeros(g4, bool)
@@ -347,7 +499,7 @@ def process_box(box_start, box_stop, volume_shape, state: dict, glue_a, glue_b, 
     out.update(e_a=new_id[la], e_b=new_id[lb], e_ka=eka, e_kk=ekk, e_q=eq.astype(np.int64), e_cnt=ec)
     # fragment map: fragments on the box's internal faces, pointing at their passed-up unit
     fsel = touches(state["f_bbox"], box_start, box_stop, volume_shape)
-    fpos = _lookup(sid, order, state["f_unit"][fsel])
+    fpos = index(state["f_unit"][fsel])
     g4_of_unit = np.full(n, -1, np.int64)
     valid = keep[lab3[lab2[lab1]]]
     g4_of_unit[valid] = lab4[p4[lab3[lab2[lab1]]][valid]]

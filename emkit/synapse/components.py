@@ -7,6 +7,11 @@ These connected components were filtered by an initial size threshold at 40 voxe
 8 × 8 × 40 nm³ resolution). During this step, we also computed bounding boxes, sizes, and
 centroid coordinates for each predicted cleft" (Fig. 4c).
 
+Hysteresis (``CleftParams.seed_threshold``, not in the paper): a component of the voxels above
+``threshold`` is kept only when one of its voxels is above ``seed_threshold`` (seed high, grow low).
+A component's maximum probability is a per-component statistic like its size, so both forms apply
+it after merging across chunks, as the size filter, and stay equal for any chunk size.
+
 Two forms, equal voxel for voxel and row for row:
 
 - :func:`cleft_components` — an in-memory (z, y, x) probability array;
@@ -14,13 +19,14 @@ Two forms, equal voxel for voxel and row for row:
 
   1. *map* (one task per chunk, no halo): threshold, ``cc3d`` connected components, per
      component partial statistics (voxel count, coordinate sums, bounding box, first voxel in
-     raster order, probability sum) and the chunk's six face planes of local labels;
+     raster order, probability sum and maximum) and the chunk's six face planes of local labels;
   2. *reduce* (this process; reads only faces and statistics): at every chunk boundary plane the
      two touching global planes (tiled from the chunks' faces) are compared — same position for
      6-connectivity, the 3 × 3 in-plane shifts for 26-connectivity (this also covers chunks that
      touch only along an edge or at a corner: every cross-chunk neighbour pair straddles at least
      one boundary plane); union-find (``scipy.sparse.csgraph``) gives global components whose
-     statistics are summed; the size filter is applied *after* merging; ids 1..N in raster order
+     statistics are summed (maxima: the largest); the size filter and the seed test are applied
+     *after* merging; ids 1..N in raster order
      of each cleft's first voxel;
   3. *relabel* (one task per chunk): the chunk's components again (deterministic) mapped to the
      final ids, written to a uint64 segmentation layer; the table is written as Parquet beside it.
@@ -79,11 +85,20 @@ class CleftParams:
     connectivity : 26 (default: voxels touching at a face, edge or corner belong together; a
         cleft is a thin sheet that, on anisotropic 40 nm sections, often steps diagonally between
         sections) or 6 (faces only).
+    seed_threshold : hysteresis (not in the paper, which states one threshold): a component of the
+        voxels ``> threshold`` is kept only when at least one of its voxels is ``> seed_threshold``
+        (seed at a high probability, grow at the lower ``threshold``: a cleft is found by its
+        confident core and keeps its fainter rim, so it is neither missed nor split into
+        fragments; faint blobs without a core are dropped). Must be above the threshold used.
+        None (default): off — on the shipped cleft net hysteresis chosen on the validation phantom
+        lowered the fresh-seed F1 (``benchmarks/shipped_cleft.py``, ``postprocessing``), so no
+        model records one.
     """
 
     threshold: float | None = None
     min_size_voxels: int | None = None
     connectivity: int = 26
+    seed_threshold: float | None = None
 
     def __post_init__(self):
         t = self.threshold
@@ -95,18 +110,36 @@ class CleftParams:
             raise InputError(f"CleftParams.min_size_voxels must be an integer >= 1 or None, got {m!r}")
         if self.connectivity not in (6, 26) or isinstance(self.connectivity, bool):
             raise InputError(f"CleftParams.connectivity must be 6 or 26, got {self.connectivity!r}")
+        h = self.seed_threshold
+        if h is not None:
+            if isinstance(h, bool) or not isinstance(h, (int, float, np.floating, np.integer)) or not np.isfinite(h) \
+                    or not 0.0 <= float(h) < 1.0:
+                raise InputError(f"CleftParams.seed_threshold must be a number in [0, 1) or None, got {h!r}")
+            if float(h) <= self.threshold_value:
+                raise InputError(f"CleftParams.seed_threshold {h!r} must be above the threshold "
+                                 f"{self.threshold_value!r} (hysteresis: seed high, grow low)")
 
     @property
     def threshold_value(self) -> float:
         """The threshold used: ``threshold``, or 0.5 when it is None."""
         return 0.5 if self.threshold is None else float(self.threshold)
 
+    @property
+    def seed_value(self) -> float | None:
+        """The hysteresis seed threshold, or None (off)."""
+        return None if self.seed_threshold is None else float(self.seed_threshold)
+
     def min_size(self, resolution) -> int:
         """The size threshold in voxels at ``resolution`` (z, y, x nm)."""
         return int(self.min_size_voxels) if self.min_size_voxels is not None else min_size_for(resolution)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields as a dict; ``seed_threshold`` only when set (records and resumable runs written
+        before it existed stay equal)."""
+        d = asdict(self)
+        if d["seed_threshold"] is None:
+            del d["seed_threshold"]
+        return d
 
 
 # ------------------------------------------------------------------ shared kernels -------------
@@ -143,10 +176,11 @@ def _local_components(prob: np.ndarray, params: CleftParams):
 
 def _partial_stats(labels: np.ndarray, n: int, prob: np.ndarray, start, shape) -> dict:
     """Per local label 1..n: count, coordinate sums, bbox (global voxels), first voxel (global
-    raster index) and probability sum."""
+    raster index), probability sum and maximum."""
     flat = labels.ravel()
     out = {"count": np.zeros(n, np.int64), "sum": np.zeros((n, 3), np.int64), "lo": np.zeros((n, 3), np.int64),
-           "hi": np.zeros((n, 3), np.int64), "first": np.zeros(n, np.int64), "psum": np.zeros(n, np.float64)}
+           "hi": np.zeros((n, 3), np.int64), "first": np.zeros(n, np.int64), "psum": np.zeros(n, np.float64),
+           "pmax": np.zeros(n, np.float64)}
     if n == 0:
         return out
     nz = np.flatnonzero(flat)
@@ -166,13 +200,21 @@ def _partial_stats(labels: np.ndarray, n: int, prob: np.ndarray, start, shape) -
     # nz is increasing: the first occurrence of each label is its first voxel in raster order
     _, idx = np.unique(lab, return_index=True)
     out["first"] = g[idx]
-    out["psum"] = np.bincount(lab, weights=prob.ravel()[nz].astype(np.float64), minlength=n)
+    pv = prob.ravel()[nz].astype(np.float64)
+    out["psum"] = np.bincount(lab, weights=pv, minlength=n)
+    pmax = np.full(n, -np.inf)
+    np.maximum.at(pmax, lab, pv)
+    out["pmax"] = pmax
     return out
 
 
-def _finalize(count, sums, lo, hi, first, psum, min_size, resolution, offset=(0, 0, 0)):
-    """Size filter, ids in raster order of first voxel; returns (order of kept rows, table dict)."""
-    keep = np.flatnonzero(count >= min_size)
+def _finalize(count, sums, lo, hi, first, psum, min_size, resolution, offset=(0, 0, 0), pmax=None, seed=None):
+    """Size filter (and hysteresis seed test: max probability > ``seed``), ids in raster order of
+    first voxel; returns (order of kept rows, table dict)."""
+    ok = count >= min_size
+    if seed is not None:
+        ok &= pmax > seed
+    keep = np.flatnonzero(ok)
     keep = keep[np.argsort(first[keep], kind="stable")]
     res = np.asarray(resolution, np.float64)
     cnt = count[keep]
@@ -218,7 +260,7 @@ def cleft_components(prob, resolution=(40, 8, 8), params: CleftParams | None = N
     labels, n = _local_components(prob, params)
     st = _partial_stats(labels, n, prob, (0, 0, 0), prob.shape)
     keep, table = _finalize(st["count"], st["sum"], st["lo"], st["hi"], st["first"], st["psum"],
-                            params.min_size(resolution), resolution)
+                            params.min_size(resolution), resolution, pmax=st["pmax"], seed=params.seed_value)
     lut = np.zeros(n + 1, np.uint64)
     lut[keep + 1] = table["id"]
     return lut[labels], _to_frame(table)
@@ -417,7 +459,7 @@ def cleft_components_layers(prob_url: str, out_url: str, *, chunk_size, params: 
         np.zeros(0, np.int64)
     count = np.zeros(N, np.int64)
     sums, lo, hi = np.zeros((N, 3), np.int64), np.zeros((N, 3), np.int64), np.zeros((N, 3), np.int64)
-    first, psum = np.zeros(N, np.int64), np.zeros(N, np.float64)
+    first, psum, pmax = np.zeros(N, np.int64), np.zeros(N, np.float64), np.zeros(N, np.float64)
     if N:
         count[order_nodes] = cat("count", np.int64)
         sums[order_nodes] = cat("sum", np.int64, 3)
@@ -425,6 +467,7 @@ def cleft_components_layers(prob_url: str, out_url: str, *, chunk_size, params: 
         hi[order_nodes] = cat("hi", np.int64, 3)
         first[order_nodes] = cat("first", np.int64)
         psum[order_nodes] = cat("psum", np.float64)
+        pmax[order_nodes] = cat("pmax", np.float64)
     ka, kb = _boundary_pairs(boxes, parts, shape, chunk, params.connectivity)
     node = (lambda k: offs[(k >> np.uint64(32)).astype(np.int64)] + (k & np.uint64(0xFFFFFFFF)).astype(np.int64) - 1)
     from scipy.sparse import coo_matrix
@@ -443,7 +486,10 @@ def cleft_components_layers(prob_url: str, out_url: str, *, chunk_size, params: 
     np.minimum.at(gfirst, root, first)
     gpsum = np.zeros(ncomp, np.float64)
     np.add.at(gpsum, root, psum)
-    keep, table = _finalize(gcount, gsum, glo, ghi, gfirst, gpsum, min_size, res, src.voxel_offset)
+    gpmax = np.full(ncomp, -np.inf)
+    np.maximum.at(gpmax, root, pmax)
+    keep, table = _finalize(gcount, gsum, glo, ghi, gfirst, gpsum, min_size, res, src.voxel_offset,
+                            pmax=gpmax, seed=params.seed_value)
     final = np.zeros(ncomp, np.uint64)
     final[keep] = table["id"]
     node_id = final[root] if N else np.zeros(0, np.uint64)
@@ -468,5 +514,6 @@ def cleft_components_layers(prob_url: str, out_url: str, *, chunk_size, params: 
 
         shutil.rmtree(work, ignore_errors=True)
     return {"segmentation": out_url, "table": table_path, "n_clefts": int(keep.size),
-            "n_components_before_filter": int(ncomp), "min_size_voxels": int(min_size), "chunks": len(boxes),
+            "n_components_before_filter": int(ncomp), "min_size_voxels": int(min_size),
+            "seed_threshold": params.seed_value, "chunks": len(boxes),
             "seconds": seconds}

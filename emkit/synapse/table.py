@@ -90,7 +90,9 @@ class SynapseParams:
                 raise InputError(f"SynapseParams.{name} must be True or False, got {getattr(self, name)!r}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        d["cleft"] = self.cleft.to_dict()
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "SynapseParams":

@@ -50,10 +50,17 @@ def truth_table(table):
     return t
 
 
-def load_truth(folder) -> Truth:
+def load_truth(folder, *, frame: str = "image") -> Truth:
     """The synapse ground truth of a dataset folder (``gt/synapses.parquet``, ``gt/clefts``;
     warped into the image frame with ``gt/displacement.npz`` when present — or
-    ``gt/image_frame/clefts`` when the folder has it)."""
+    ``gt/image_frame/clefts`` when the folder has it).
+
+    ``frame="clean"``: the truth as it is, in the clean frame (``gt/clefts``,
+    ``gt/segmentation``): the frame an aligner should give back (the sections' moves and the
+    misalignment defects undone), to score synapses found on an ``emkit align`` output.
+    """
+    if frame not in ("image", "clean"):
+        raise InputError(f"frame must be 'image' or 'clean', got {frame!r}")
     import io
 
     import pandas as pd
@@ -68,6 +75,13 @@ def load_truth(folder) -> Truth:
         raise InputError(f"{folder} has no gt/synapses.parquet (a phantom dataset folder holds one: "
                          "emkit phantom DIR)")
     table = pd.read_parquet(io.BytesIO(raw))
+    if frame == "clean":
+        url, seg = join_url(base, "gt/clefts"), join_url(base, "gt/segmentation")
+        if not layer_exists(url):
+            raise InputError(f"{folder} has no gt/clefts layer")
+        layer = Layer.open(url)
+        return Truth(table=table, clefts=layer.read(), resolution=tuple(layer.resolution),
+                     segmentation_url=seg if layer_exists(seg) else None, folder=base)
     frame = join_url(base, "gt/image_frame/clefts")
     url = frame if layer_exists(frame) else join_url(base, "gt/clefts")
     if not layer_exists(url):

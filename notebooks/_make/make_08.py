@@ -79,16 +79,19 @@ cells = [
     code("ax = table.plot(x='workers', y='voxels_per_s', marker='o', title='emkit segment: throughput vs workers')\n"
          "ax.set_ylabel('voxels / s');"),
     md("## 5. A lab's cluster\n\n"
-       "The same calls run on a SLURM or PBS cluster through `dask-jobqueue` (not installed here; "
-       "`pip install dask-jobqueue`):\n\n"
-       "```python\n"
-       "from dask_jobqueue import SLURMCluster\n"
-       "slurm = SLURMCluster(cores=8, processes=8, memory='32GB', walltime='02:00:00')\n"
-       "slurm.scale(jobs=10)                        # 80 workers\n"
-       "cluster = Cluster(scheduler=slurm.scheduler_address)\n"
-       "segment_layers('gs://bucket/affinities', 'gs://bucket/seg', client=cluster)\n"
-       "```\n\n"
-       "Before a big run, time a crop at two or three worker counts with `scaling_table` and watch the "
+       "On SLURM or PBS, `emkit run` builds the cluster itself from the configuration's `cluster:` section "
+       "(dask-jobqueue: `pip install \"emkit[cluster]\"`; run emkit on the login node). Here the section is "
+       "validated and the job script it would submit is printed — nothing is submitted (`scale=False`). "
+       "`emkit run CONFIG --workers N` or `--scheduler ADDR` replace the section."),
+    code("from emkit.pipeline.cluster import ClusterConfig, make_cluster\n"
+         "slurm = ClusterConfig(kind='slurm', jobs=10, cores=8, memory='32GiB', threads=1, walltime='02:00:00',\n"
+         "                      queue='normal', account='mylab',\n"
+         "                      job_script_prologue=['source ~/emkit/.venv/bin/activate'])\n"
+         "print(slurm.describe())\n"
+         "jobs = make_cluster(slurm, scale=False, quiet=True)   # the scheduler only; on the login node scale=True submits\n"
+         "print(jobs.job_script())\n"
+         "jobs.close()"),
+    md("Before a big run, time a crop at two or three worker counts with `scaling_table` and watch the "
        "dashboard's memory panel to size the workers' memory."),
 ]
 nb = new_notebook(cells=cells, metadata={"kernelspec": {"display_name": "Python 3", "language": "python",

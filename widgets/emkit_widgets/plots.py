@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["defect_gallery", "clean_vs_damaged", "most_damaged_section", "loss_curve", "augmentation_gallery",
-           "affinities_vs_truth", "semantic_channels", "semantic_vs_truth"]
+           "affinities_vs_truth", "semantic_channels", "semantic_vs_truth", "field_arrows", "residual_by_section"]
 
 
 def most_damaged_section(displacement: np.ndarray) -> int:
@@ -238,3 +238,56 @@ def semantic_vs_truth(image: np.ndarray, pred: np.ndarray, gt: np.ndarray, z: in
                loc="lower center", ncol=5, fontsize=9)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     return fig
+
+
+def field_arrows(field: np.ndarray, image: np.ndarray | None = None, *, step: int = 16, ax=None, title: str = ""):
+    """A displacement field as arrows on a grid, over an image.
+
+    Parameters
+    ----------
+    field : float (2, y, x): ``(dy, dx)`` pixels (:mod:`emkit.align.fields` convention: the
+        aligned pixel ``(y, x)`` shows the input at ``(y - dy, x - dx)``).
+    image : optional (y, x) image drawn under the arrows.
+    step : grid step of the arrows (pixels). Arrows are drawn at true length (1 px = 1 px).
+    """
+    import matplotlib.pyplot as plt
+
+    from emkit.errors import InputError
+
+    f = np.asarray(field, np.float32)
+    if f.ndim != 3 or f.shape[0] != 2:
+        raise InputError(f"field must be (2, y, x), got shape {f.shape}")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 5))
+    if image is not None:
+        ax.imshow(image, cmap="gray")
+    yy, xx = np.mgrid[step // 2:f.shape[1]:step, step // 2:f.shape[2]:step]
+    dy, dx = f[0][yy, xx], f[1][yy, xx]
+    # an arrow from where the content was (y - dy, x - dx) to where alignment puts it (y, x)
+    ax.quiver(xx - dx, yy - dy, dx, dy, angles="xy", scale_units="xy", scale=1, color="tab:orange", width=0.004)
+    mag = np.hypot(f[0], f[1])
+    ax.set_title(title or f"field: median {np.median(mag):.1f} px, max {mag.max():.1f} px")
+    ax.set_xlim(0, f.shape[2])
+    ax.set_ylim(f.shape[1], 0)
+    ax.set_axis_off()
+    return ax
+
+
+def residual_by_section(residual: dict, ax=None):
+    """Bar chart of :func:`emkit.evaluate.alignment_residual_dirs`' median residual per section,
+    with the residual of no alignment as a line."""
+    import matplotlib.pyplot as plt
+
+    per = residual["section_median_px"]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 3))
+    z = [i for i, v in enumerate(per) if v is not None]
+    ax.bar(z, [per[i] for i in z], color="tab:blue", label="after alignment (median per section)")
+    if "unaligned_median_px" in residual:
+        ax.axhline(residual["unaligned_median_px"], color="tab:red", ls="--", label="no alignment (median)")
+    ax.set_xlabel("section z")
+    ax.set_ylabel("residual (px)")
+    ax.set_title(f"residual against the true fields: median {residual['median_px']:.2f} px, "
+                 f"95th percentile {residual['p95_px']:.2f} px")
+    ax.legend(loc="upper left", fontsize=8)
+    return ax
