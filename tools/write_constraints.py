@@ -50,6 +50,12 @@ def project_requirements(extras=EXTRAS) -> list[Requirement]:
     return reqs
 
 
+def _bench_only() -> set[str]:
+    """The bench extra's own requirements (canonical names): kept pinned, but absent where `make bench` never ran."""
+    return {canonicalize_name(r.name) for r in project_requirements(("bench",))} - \
+        {canonicalize_name(r.name) for r in project_requirements(tuple(e for e in EXTRAS if e != "bench"))}
+
+
 def closure(extras=EXTRAS) -> dict[str, str]:
     """``{canonical name: installed version}`` of emkit[extras]'s requirements and everything they need."""
     env = default_environment()
@@ -63,7 +69,7 @@ def closure(extras=EXTRAS) -> dict[str, str]:
         try:
             dist = metadata.distribution(key)
         except metadata.PackageNotFoundError:
-            if key == "waterz":  # the bench extra builds C++; absent where `make bench` never ran
+            if key in _bench_only():  # the bench extra (waterz builds C++): absent where `make bench` never ran
                 continue
             raise LookupError(f"{name} is required but not installed: run `make install` first") from None
         seen[key] = dist.version

@@ -49,6 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..train.runs import saved_train_config, start_run
 from .fieldnet import FieldNetConfig
 
 __all__ = ["FieldTrainConfig", "PairParams", "make_pair", "make_phantoms", "train_field", "train_field_cli",
@@ -468,22 +469,9 @@ def train_field(config: FieldTrainConfig, *, resume: bool = False, command: str 
 
     if not isinstance(config, FieldTrainConfig):
         raise InputError(f"train_field needs a FieldTrainConfig, got {type(config).__name__}")
-    if config.threads:
-        torch.set_num_threads(int(config.threads))
-    device = config.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError("device cuda asked for, but torch sees no CUDA device")
-    out = Path(config.out_dir)
-    last, best = out / "last.pt", out / "best.pt"
-    if not resume and last.exists():
-        raise InputError(f"{out} already holds a training run (last.pt); give another --out or --resume")
-    if resume and not last.is_file():
-        raise InputError(f"cannot resume: {last} does not exist")
-    out.mkdir(parents=True, exist_ok=True)
+    device, out, last, best = start_run(config.out_dir, resume=resume, device=config.device,
+                                        threads=config.threads, seed=config.seed)
     t_start = time.time()
-    torch.manual_seed(config.seed)
     cfg = config.net_config()
     pp = PairParams(**config.pairs)
     phs = make_phantoms(config.phantom_seeds, config.phantom_size)
@@ -659,21 +647,7 @@ RESUME_OPTIONS = ("iterations", "threads", "device", "val_interval", "checkpoint
 def resumed_config(out_dir, **changes) -> FieldTrainConfig:
     """The :class:`FieldTrainConfig` saved in ``out_dir/last.pt`` with ``out_dir`` and the options of
     :data:`RESUME_OPTIONS` replaced (``None`` keeps the saved value)."""
-    from ..nets.checkpoint import load_checkpoint
-
-    last = Path(str(out_dir)) / "last.pt"
-    if not last.is_file():
-        raise InputError(f"cannot resume: {last} does not exist")
-    bad = sorted(set(changes) - set(RESUME_OPTIONS))
-    if bad:
-        raise InputError(f"a resumed field-net run cannot change {', '.join(bad)} (only {', '.join(RESUME_OPTIONS)})")
-    saved = (load_checkpoint(last).get("extra") or {}).get("train_config")
-    if not isinstance(saved, dict):
-        raise InputError(f"cannot resume: {last} holds no train_config")
-    kw = {k: v for k, v in saved.items() if k in _FIELDS}
-    kw.update({k: v for k, v in changes.items() if v is not None})
-    kw["out_dir"] = str(out_dir)
-    return FieldTrainConfig(**kw)
+    return FieldTrainConfig(**saved_train_config(out_dir, changes, RESUME_OPTIONS, _FIELDS, "field-net"))
 
 
 _FIELDS = [f.name for f in fields(FieldTrainConfig)]

@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..train.runs import saved_train_config, start_run
 from .unet2d import DEFECT_CHANNELS, UNet2DConfig
 
 __all__ = ["DefectTrainConfig", "train_defects", "train_defects_cli", "make_sample", "load_backgrounds",
@@ -333,22 +334,9 @@ def train_defects(config: DefectTrainConfig, *, resume: bool = False, command: s
 
     if not isinstance(config, DefectTrainConfig):
         raise InputError(f"train_defects needs a DefectTrainConfig, got {type(config).__name__}")
-    if config.threads:
-        torch.set_num_threads(int(config.threads))
-    device = config.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError("device cuda asked for, but torch sees no CUDA device")
-    out = Path(config.out_dir)
-    last, best = out / "last.pt", out / "best.pt"
-    if not resume and last.exists():
-        raise InputError(f"{out} already holds a training run (last.pt); give another --out or --resume")
-    if resume and not last.is_file():
-        raise InputError(f"cannot resume: {last} does not exist")
-    out.mkdir(parents=True, exist_ok=True)
+    device, out, last, best = start_run(config.out_dir, resume=resume, device=config.device,
+                                        threads=config.threads, seed=config.seed)
     t_start = time.time()
-    torch.manual_seed(config.seed)
     ph, real, vph, vreal = load_backgrounds(config)
     vrng = np.random.default_rng([config.seed, 7919])
     vx, vy = _draw(replace(config, real_fraction=config.real_fraction), vph, vreal, vrng, config.val_samples)
@@ -472,21 +460,7 @@ def resumed_config(out_dir, **changes) -> DefectTrainConfig:
     """The :class:`DefectTrainConfig` saved in ``out_dir/last.pt`` with ``out_dir`` and the
     options of :data:`RESUME_OPTIONS` replaced (``None`` keeps the saved value): ``emkit train
     defects --out RUN --resume --iterations N`` continues the run with its own data and net."""
-    from ..nets.checkpoint import load_checkpoint
-
-    last = Path(str(out_dir)) / "last.pt"
-    if not last.is_file():
-        raise InputError(f"cannot resume: {last} does not exist")
-    bad = sorted(set(changes) - set(RESUME_OPTIONS))
-    if bad:
-        raise InputError(f"a resumed defect-net run cannot change {', '.join(bad)} (only {', '.join(RESUME_OPTIONS)})")
-    saved = (load_checkpoint(last).get("extra") or {}).get("train_config")
-    if not isinstance(saved, dict):
-        raise InputError(f"cannot resume: {last} holds no train_config")
-    kw = {k: v for k, v in saved.items() if k in _FIELDS}
-    kw.update({k: v for k, v in changes.items() if v is not None})
-    kw["out_dir"] = str(out_dir)
-    return DefectTrainConfig(**kw)
+    return DefectTrainConfig(**saved_train_config(out_dir, changes, RESUME_OPTIONS, _FIELDS, "defect-net"))
 
 
 _FIELDS = [f.name for f in fields(DefectTrainConfig)]

@@ -54,6 +54,7 @@ from typing import Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
 from ..errors import InputError
+from ..runtime.cluster import ClientCluster
 
 __all__ = ["ClusterConfig", "CLUSTER_KINDS", "KIND_FIELDS", "make_cluster", "effective_cluster",
            "jobqueue_options", "kubernetes_options", "JobCluster"]
@@ -315,7 +316,7 @@ def kubernetes_options(cluster: ClusterConfig) -> dict:
     return kw
 
 
-class JobCluster:
+class JobCluster(ClientCluster):
     """A dask client on a cluster object this process started (dask-jobqueue or dask-kubernetes).
 
     Same surface as :class:`emkit.runtime.Cluster` (``client``, ``dashboard_link``, ``nthreads``,
@@ -337,33 +338,9 @@ class JobCluster:
         """The batch script submitted per job (slurm / pbs)."""
         return self.cluster.job_script()
 
-    @property
-    def dashboard_link(self) -> str:
-        try:
-            return self.client.dashboard_link or ""
-        except Exception:  # pragma: no cover - scheduler without dashboard
-            return ""
-
-    @property
-    def nthreads(self) -> int:
-        return max(1, sum(self.client.nthreads().values()))
-
-    @property
-    def n_workers(self) -> int:
-        return len(self.client.nthreads())
-
-    def close(self) -> None:
-        """Close the client and the cluster (cancelling its batch jobs / deleting its pods)."""
-        try:
-            self.client.close()
-        finally:
-            self.cluster.close()
-
-    def __enter__(self) -> "JobCluster":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def _close_cluster(self) -> None:
+        """The dask-jobqueue / dask-kubernetes cluster (cancelling its batch jobs / deleting its pods)."""
+        self.cluster.close()
 
     def __repr__(self) -> str:
         return f"JobCluster({self.kind}, workers={self.n_workers}, dashboard={self.dashboard_link!r})"

@@ -12,7 +12,7 @@ from typing import Callable, Iterator, Sequence
 
 from ..errors import InputError
 
-__all__ = ["Cluster", "start_cluster", "machine_cores", "stage_client", "map_batches"]
+__all__ = ["Cluster", "ClientCluster", "start_cluster", "machine_cores", "stage_client", "map_batches"]
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,48 @@ def machine_cores() -> int:
         return os.cpu_count() or 1
 
 
-class Cluster:
+class ClientCluster:
+    """What every emkit cluster object offers: a dask ``client``, its dashboard link, thread and
+    worker counts, ``close`` (the client, then what :meth:`_close_cluster` owns) and use as a
+    context manager. Subclasses set ``self.client``."""
+
+    client = None
+
+    @property
+    def dashboard_link(self) -> str:
+        """URL of the dask dashboard (empty string when it has none)."""
+        try:
+            return self.client.dashboard_link or ""
+        except Exception:  # pragma: no cover - scheduler without dashboard
+            return ""
+
+    @property
+    def nthreads(self) -> int:
+        """Total worker threads (concurrent tasks) the cluster has now."""
+        return max(1, sum(self.client.nthreads().values()))
+
+    @property
+    def n_workers(self) -> int:
+        return len(self.client.nthreads())
+
+    def _close_cluster(self) -> None:
+        """Close what this object started besides the client (nothing by default)."""
+
+    def close(self) -> None:
+        """Close the client, then what this object started (:meth:`_close_cluster`)."""
+        try:
+            self.client.close()
+        finally:
+            self._close_cluster()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class Cluster(ClientCluster):
     """A dask client on a local cluster (started here) or on an existing scheduler.
 
     Parameters
@@ -74,37 +115,11 @@ class Cluster:
         if not quiet:
             print(f"dask dashboard: {self.dashboard_link}", flush=True)
 
-    @property
-    def dashboard_link(self) -> str:
-        """URL of the dask dashboard (empty string when it has none)."""
-        try:
-            return self.client.dashboard_link or ""
-        except Exception:  # pragma: no cover - scheduler without dashboard
-            return ""
-
-    @property
-    def nthreads(self) -> int:
-        """Total worker threads (concurrent tasks) the cluster has now."""
-        return max(1, sum(self.client.nthreads().values()))
-
-    @property
-    def n_workers(self) -> int:
-        return len(self.client.nthreads())
-
-    def close(self) -> None:
-        """Close the client, and the local cluster when this object started it."""
-        try:
-            self.client.close()
-        finally:
-            if self._local is not None:
-                self._local.close()
-                self._local = None
-
-    def __enter__(self) -> "Cluster":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def _close_cluster(self) -> None:
+        """The local cluster, when this object started it."""
+        if self._local is not None:
+            self._local.close()
+            self._local = None
 
     def __repr__(self) -> str:
         where = "local" if self._local is not None else "attached"
